@@ -1,0 +1,37 @@
+# `make test` and `make demo` set up .venv themselves: a fresh machine needs only Python and pip.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint typecheck tox bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	cd example_project && ../$(BIN)/python manage.py demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+tox: $(STAMP)
+	$(BIN)/tox run-parallel -p 2
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/endpoint.py
+
+clean:
+	rm -rf $(VENV) .tox .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,121 @@
+"""What every backend shares: the message it is handed and how that message is built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+from django.urls import NoReverseMatch, reverse
+
+from .. import conf, signing
+from ..exceptions import ConfigurationError, PayloadTooLarge
+from ..task import TaskHandle, make_task_id, new_call_id
+
+if TYPE_CHECKING:
+    from ..task import Task, TaskCall
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """A call turned into the exact HTTP request Cloud Tasks will make, plus its routing."""
+
+    task: Task[Any, Any]
+    call_id: str
+    queue: str
+    name: str | None
+    eta: datetime | None
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    timeout: timedelta | None
+    method: str = "POST"
+
+    @property
+    def path(self) -> str:
+        """The URL path the signature covers."""
+        return signed_path(self.url)
+
+    def handle(self, name: str) -> TaskHandle:
+        """Return the handle for this message once the backend has named it."""
+        return TaskHandle(
+            name=name, queue=self.queue, eta=self.eta, task=self.task.name, call_id=self.call_id
+        )
+
+
+def signed_path(url: str) -> str:
+    """Return the path of ``url`` as the endpoint sees it in ``request.path``."""
+    return unquote(urlsplit(url).path) or "/"
+
+
+def endpoint_path() -> str:
+    """Return the path of the task endpoint in this project's URLconf."""
+    try:
+        return reverse("cloudtask:endpoint")
+    except NoReverseMatch:
+        raise ConfigurationError(
+            "The task endpoint is not in your URLconf: add "
+            'path("_tasks/", include("cloudtask.urls")) to it, or set CLOUDTASK["URL"].'
+        ) from None
+
+
+class BaseBackend:
+    """Moves signed task requests somewhere; subclasses implement :meth:`push`."""
+
+    #: Whether the backend honours ``schedule()`` (rather than running at once).
+    supports_schedule: ClassVar[bool] = True
+    #: Whether a second push of the same task name is refused.
+    supports_named: ClassVar[bool] = True
+
+    def default_url(self) -> str:
+        """Return the endpoint URL to use when neither the call nor the settings give one."""
+        raise ConfigurationError(
+            f"{type(self).__name__} needs the endpoint's absolute URL: set CLOUDTASK['URL'] "
+            "(e.g. 'https://app.example.com/_tasks/') or @task(url=...)."
+        )
+
+    def build_message(
+        self, call: TaskCall[Any], *, eta: datetime | None, name: str | None
+    ) -> TaskMessage:
+        """Encode, sign and route one call."""
+        task = call.task
+        url = call.url or conf.get("URL") or self.default_url()
+        queue = task.queue or conf.get("QUEUE")
+        if name is None and task.named:
+            name = make_task_id(task.name)
+        call_id = new_call_id()
+        body = call.envelope_body(call_id)
+        limit = conf.get("MAX_BODY_SIZE")
+        if len(body) > limit:
+            raise PayloadTooLarge(len(body), limit)
+        headers = {
+            **task.headers,
+            "Content-Type": "application/json",
+            signing.SIGNATURE_HEADER: signing.sign(signed_path(url), body),
+        }
+        timeout = task.timeout
+        if timeout is None and conf.get("TIMEOUT") is not None:
+            timeout = conf.check_timeout(conf.get("TIMEOUT"), "CLOUDTASK['TIMEOUT']")
+        return TaskMessage(
+            task=task,
+            call_id=call_id,
+            queue=queue,
+            name=name,
+            eta=eta,
+            url=url,
+            headers=headers,
+            body=body,
+            timeout=timeout,
+        )
+
+    def push(self, message: TaskMessage) -> TaskHandle:
+        """Deliver ``message`` to its queue and return the handle."""
+        raise NotImplementedError
+
+
+class InProcessBackend(BaseBackend):
+    """A backend that delivers inside this process, so the endpoint's own path is the URL."""
+
+    def default_url(self) -> str:
+        return "http://testserver" + endpoint_path()

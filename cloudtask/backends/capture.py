@@ -1,0 +1,137 @@
+"""Record pushes instead of sending them; the backend behind ``capture_tasks()``."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.test import Client
+
+from ..exceptions import TaskAlreadyExists
+from ..request import cloud_tasks_headers
+from ..task import TaskHandle
+from .base import InProcessBackend, TaskMessage
+from .immediate import generated_task_id
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
+
+    from ..task import Task
+
+
+@dataclass(frozen=True)
+class CapturedHttpRequest:
+    """Exactly what Cloud Tasks would send: method, absolute URL, headers and body bytes."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class CapturedTask:
+    """One recorded push."""
+
+    task: Task[Any, Any]
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str
+    name: str
+    eta: datetime | None
+    url: str
+    call_id: str
+    http_request: CapturedHttpRequest
+    named: bool = False
+    done: bool = field(default=False, repr=False)
+
+    @property
+    def path(self) -> str:
+        """The URL path the request is POSTed to."""
+        from .base import signed_path
+
+        return signed_path(self.url)
+
+    def run(self, client: Client | None = None) -> TestResponse:
+        """POST this task through the real view, with the headers Cloud Tasks adds."""
+        client = client or Client(enforce_csrf_checks=True)
+        headers = {
+            **self.http_request.headers,
+            **cloud_tasks_headers(queue=self.queue, name=self.name, eta=self.eta),
+        }
+        content_type = headers.pop("Content-Type")
+        self.done = True
+        response: TestResponse = client.generic(
+            self.http_request.method,
+            self.path,
+            self.http_request.body,
+            content_type=content_type,
+            secure=self.url.startswith("https:"),
+            headers=headers,
+        )
+        return response
+
+
+class CapturedTasks(list[CapturedTask]):
+    """The tasks pushed inside a ``capture_tasks()`` block, in push order."""
+
+    def run_all(self, *, client: Client | None = None, limit: int = 1000) -> list[TestResponse]:
+        """POST every task not yet run through the view, including tasks those tasks push."""
+        client = client or Client(enforce_csrf_checks=True)
+        responses: list[TestResponse] = []
+        while pending := [c for c in self if not c.done]:
+            for captured in pending:
+                if len(responses) >= limit:
+                    raise RuntimeError(
+                        f"run_all() ran {limit} tasks and more keep coming: do tasks push "
+                        "each other in a loop? Pass limit= to allow more."
+                    )
+                responses.append(captured.run(client))
+        return responses
+
+
+class CaptureBackend(InProcessBackend):
+    """Appends every push to a CapturedTasks list; named tasks are refused while pending."""
+
+    def __init__(self, captured: CapturedTasks | None = None) -> None:
+        self.captured = CapturedTasks() if captured is None else captured
+        self._lock = threading.Lock()
+
+    def push(self, message: TaskMessage) -> TaskHandle:
+        args, kwargs = _arguments(message)
+        with self._lock:
+            if message.name is not None and any(
+                c.name == message.name and c.queue == message.queue and not c.done
+                for c in self.captured
+            ):
+                raise TaskAlreadyExists(message.name, message.queue)
+            name = message.name or generated_task_id()
+            self.captured.append(
+                CapturedTask(
+                    task=message.task,
+                    args=args,
+                    kwargs=kwargs,
+                    queue=message.queue,
+                    name=name,
+                    eta=message.eta,
+                    url=message.url,
+                    call_id=message.call_id,
+                    named=message.name is not None,
+                    http_request=CapturedHttpRequest(
+                        method=message.method,
+                        url=message.url,
+                        headers=dict(message.headers),
+                        body=message.body,
+                    ),
+                )
+            )
+        return message.handle(name)
+
+
+def _arguments(message: TaskMessage) -> tuple[list[Any], dict[str, Any]]:
+    from ..envelope import decode
+
+    data = decode(message.body)
+    return data.args, data.kwargs

@@ -1,0 +1,151 @@
+"""System checks for the CLOUDTASK setting; ids are stable and documented in the README.
+
+| id | problem |
+|----|---------|
+| cloudtask.E001 | CLOUDTASK is not a dict |
+| cloudtask.E002 | BACKEND cannot be imported or is not a backend |
+| cloudtask.E003 | the Cloud Tasks backend without PROJECT |
+| cloudtask.E004 | the Cloud Tasks backend without LOCATION |
+| cloudtask.E005 | the Cloud Tasks backend without URL |
+| cloudtask.E006 | URL is not an absolute http(s) URL |
+| cloudtask.E007 | SECRET / SECRET_FALLBACKS invalid, or no key to sign with |
+| cloudtask.E008 | QUEUE is not a valid queue id |
+| cloudtask.E009 | TIMEOUT is not a duration between 15 s and 30 min |
+| cloudtask.E010 | the task endpoint is not in the URLconf |
+| cloudtask.E011 | MAX_BODY_SIZE is not a positive integer |
+| cloudtask.W001 | unknown key in CLOUDTASK (a typo?) |
+| cloudtask.W002 | (deploy) SECRET shorter than 32 characters |
+| cloudtask.W003 | (deploy) a development backend with DEBUG = False |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.checks import CheckMessage, Error, Warning
+
+from . import conf, signing
+from .exceptions import ConfigurationError
+
+DEVELOPMENT_BACKENDS = {conf.LOCAL_BACKEND, conf.IMMEDIATE_BACKEND}
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Report every misconfiguration of CLOUDTASK that can be seen without network I/O."""
+    try:
+        user = conf.user_settings()
+    except ConfigurationError as exc:
+        return [Error(str(exc), hint="CLOUDTASK = {'QUEUE': 'default', ...}", id="cloudtask.E001")]
+    messages: list[CheckMessage] = [
+        Warning(
+            f"CLOUDTASK has an unknown key {key!r}.",
+            hint=f"Known keys: {', '.join(sorted(conf.DEFAULTS))}.",
+            id="cloudtask.W001",
+        )
+        for key in user
+        if key not in conf.DEFAULTS
+    ]
+    messages += _check_backend()
+    messages += _check_value("URL", conf.check_url, "cloudtask.E006")
+    messages += _check_value("QUEUE", conf.check_queue_name, "cloudtask.E008")
+    messages += _check_value("TIMEOUT", conf.check_timeout, "cloudtask.E009")
+    limit = conf.get("MAX_BODY_SIZE")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        messages.append(
+            Error(
+                f"CLOUDTASK['MAX_BODY_SIZE'] must be a positive number of bytes, not {limit!r}.",
+                id="cloudtask.E011",
+            )
+        )
+    try:
+        signing.keys()
+    except ConfigurationError as exc:
+        messages.append(Error(str(exc), id="cloudtask.E007"))
+    messages += _check_urlconf()
+    return messages
+
+
+def _check_value(
+    key: str, validate: Callable[[Any, str], Any], check_id: str
+) -> list[CheckMessage]:
+    value = conf.get(key)
+    if value is None:
+        return []
+    try:
+        validate(value, f"CLOUDTASK['{key}']")
+    except (TypeError, ValueError) as exc:
+        return [Error(str(exc), id=check_id)]
+    return []
+
+
+def _check_backend() -> list[CheckMessage]:
+    from .backends import load_backend
+
+    path = conf.backend_path()
+    try:
+        load_backend(path)
+    except ConfigurationError as exc:
+        return [Error(str(exc), id="cloudtask.E002")]
+    if path != conf.CLOUD_TASKS_BACKEND:
+        return []
+    required = [
+        ("PROJECT", "cloudtask.E003"),
+        ("LOCATION", "cloudtask.E004"),
+        ("URL", "cloudtask.E005"),
+    ]
+    return [
+        Error(
+            f"CLOUDTASK['{key}'] is required by the Cloud Tasks backend.",
+            hint=_REQUIRED_HINTS[key],
+            id=check_id,
+        )
+        for key, check_id in required
+        if not conf.get(key)
+    ]
+
+
+_REQUIRED_HINTS = {
+    "PROJECT": "Set it to your Google Cloud project id, e.g. 'my-project'.",
+    "LOCATION": "Set it to the queue's region, e.g. 'europe-west6'.",
+    "URL": "Set it to the task endpoint's absolute URL, e.g. 'https://app.example.com/_tasks/'.",
+}
+
+
+def _check_urlconf() -> list[CheckMessage]:
+    from .backends.base import endpoint_path
+
+    try:
+        endpoint_path()
+    except ConfigurationError as exc:
+        return [Error(str(exc), id="cloudtask.E010")]
+    return []
+
+
+def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Flag development-only choices when ``check --deploy`` runs."""
+    messages: list[CheckMessage] = []
+    try:
+        secret = conf.get("SECRET")
+        path = conf.backend_path()
+    except ConfigurationError:
+        return []  # reported by check_settings
+    if isinstance(secret, str) and len(secret) < 32:
+        messages.append(
+            Warning(
+                f"CLOUDTASK['SECRET'] is {len(secret)} characters long; use at least 32.",
+                hint="python -c 'import secrets; print(secrets.token_urlsafe(48))'",
+                id="cloudtask.W002",
+            )
+        )
+    if path in DEVELOPMENT_BACKENDS and not django_settings.DEBUG:
+        messages.append(
+            Warning(
+                f"CLOUDTASK['BACKEND'] is {path.rsplit('.', 1)[-1]}, a development backend, "
+                "while DEBUG is False.",
+                hint=f"Use {conf.CLOUD_TASKS_BACKEND!r} (set PROJECT, LOCATION and URL).",
+                id="cloudtask.W003",
+            )
+        )
+    return messages

@@ -1,0 +1,139 @@
+"""Lazy access to the CLOUDTASK setting.
+
+Nothing here is read at import time: every attribute goes back to ``django.conf.settings``,
+so ``override_settings(CLOUDTASK=...)`` takes effect at once. Values derived from settings
+(signing keys, the backend instance) are cached elsewhere and dropped on ``setting_changed``
+through :func:`on_change`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from .exceptions import ConfigurationError
+
+CLOUD_TASKS_BACKEND = "cloudtask.backends.cloudtasks.CloudTasksBackend"
+LOCAL_BACKEND = "cloudtask.backends.local.LocalBackend"
+IMMEDIATE_BACKEND = "cloudtask.backends.immediate.ImmediateBackend"
+
+#: Every key CLOUDTASK understands, with its default.
+DEFAULTS: dict[str, Any] = {
+    "PROJECT": None,
+    "LOCATION": None,
+    "SAE": None,
+    "URL": None,
+    "QUEUE": "default",
+    "SECRET": None,
+    "SECRET_FALLBACKS": [],
+    "BACKEND": None,
+    "TIMEOUT": None,
+    "MAX_BODY_SIZE": 1024 * 1024,
+    "EMULATOR_HOST": None,
+    "AUTO_CREATE_QUEUES": True,
+    "OIDC": None,
+    "QUEUES": {},
+}
+
+#: Settings that affect cached values; a change to any of them calls the reset hooks.
+WATCHED_SETTINGS = frozenset({"CLOUDTASK", "SECRET_KEY", "SECRET_KEY_FALLBACKS"})
+
+QUEUE_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+MIN_TIMEOUT = timedelta(seconds=15)
+MAX_TIMEOUT = timedelta(minutes=30)
+
+_reset_hooks: list[Callable[[], None]] = []
+
+
+def on_change(hook: Callable[[], None]) -> Callable[[], None]:
+    """Register ``hook`` to run whenever a setting cloudtask depends on changes."""
+    _reset_hooks.append(hook)
+    return hook
+
+
+@receiver(setting_changed)
+def _reset_caches(*, setting: str, **kwargs: Any) -> None:
+    if setting in WATCHED_SETTINGS:
+        for hook in _reset_hooks:
+            hook()
+
+
+def user_settings() -> Mapping[str, Any]:
+    """Return the project's CLOUDTASK dict, refusing anything that is not a mapping."""
+    value = getattr(django_settings, "CLOUDTASK", None)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"CLOUDTASK must be a dict of settings, not {type(value).__name__}."
+        )
+    return value
+
+
+def get(key: str) -> Any:
+    """Return one CLOUDTASK value, or its default."""
+    return user_settings().get(key, DEFAULTS[key])
+
+
+def backend_path() -> str:
+    """Return the dotted path of the configured backend, applying the documented default."""
+    path = get("BACKEND")
+    if path:
+        return str(path)
+    return CLOUD_TASKS_BACKEND if get("PROJECT") else LOCAL_BACKEND
+
+
+def to_timedelta(value: Any, what: str) -> timedelta:
+    """Turn seconds (int or float) or a timedelta into a timedelta, refusing anything else."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"{what} must be a number of seconds or a datetime.timedelta, "
+            f"not {type(value).__name__}."
+        )
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number of seconds, not {value!r}.")
+    return timedelta(seconds=value)
+
+
+def check_timeout(value: Any, what: str) -> timedelta:
+    """Validate a dispatch deadline against Cloud Tasks' range for HTTP targets."""
+    deadline = to_timedelta(value, what)
+    if not MIN_TIMEOUT <= deadline <= MAX_TIMEOUT:
+        raise ValueError(
+            f"{what} must be between 15 seconds and 30 minutes (Cloud Tasks' range for "
+            f"HTTP targets), not {deadline.total_seconds():g} seconds."
+        )
+    return deadline
+
+
+def check_url(value: Any, what: str) -> str:
+    """Validate an absolute http(s) URL and return it."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string URL, not {type(value).__name__}.")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{what} must be an absolute http(s) URL such as "
+            f"'https://app.example.com/_tasks/', not {value!r}."
+        )
+    return value
+
+
+def check_queue_name(value: Any, what: str) -> str:
+    """Validate a Cloud Tasks queue id and return it."""
+    if not isinstance(value, str) or not QUEUE_ID_RE.match(value):
+        raise ValueError(
+            f"{what} must be a Cloud Tasks queue id (letters, digits and hyphens, "
+            f"1 to 100 characters), not {value!r}."
+        )
+    return value

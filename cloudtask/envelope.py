@@ -1,0 +1,107 @@
+"""The JSON wire format of a task call.
+
+A body is one JSON object, version 1::
+
+    {"v": 1, "task": "<registry name>", "id": "<call id>", "args": [...], "kwargs": {...}}
+
+Unknown keys are ignored, so a newer sender can add fields that an older receiver skips.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .exceptions import MalformedEnvelope
+
+VERSION = 1
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded task body."""
+
+    task: str
+    id: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def dumps(value: Any) -> str:
+    """Encode ``value`` as compact JSON, refusing NaN and infinities."""
+    return _encoder.encode(value)
+
+
+def check_arguments(task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """Return ``[args, kwargs]`` as JSON, or raise TypeError naming the argument that is not."""
+    try:
+        return dumps([args, kwargs])
+    except (TypeError, ValueError, OverflowError) as exc:
+        named = [(f"positional argument {i}", v) for i, v in enumerate(args)]
+        named += [(f"argument {k!r}", v) for k, v in kwargs.items()]
+        for label, value in named:
+            try:
+                dumps(value)
+            except (TypeError, ValueError, OverflowError) as inner:
+                reason = _json_reason(value, inner)
+                raise TypeError(
+                    f"{task_name}(): {label} is not JSON-serialisable ({reason}). Task "
+                    "arguments travel as JSON: pass str, int, float, bool, None, lists and "
+                    "dicts of those (e.g. an ISO string for a datetime, a list for a set)."
+                ) from None
+        raise TypeError(f"{task_name}(): arguments are not JSON-serialisable ({exc}).") from None
+
+
+def _json_reason(value: Any, exc: Exception) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} has no JSON form"
+    return str(exc) if isinstance(exc, TypeError) else f"{exc}"
+
+
+def encode(
+    task: str, call_id: str, arguments_json: str, extra: Mapping[str, Any] | None = None
+) -> bytes:
+    """Build a body from ``arguments_json``, the output of :func:`check_arguments`."""
+    # arguments_json is "[<args>,<kwargs>]": reuse it rather than encode the arguments twice.
+    args_json, kwargs_json = _split_arguments(arguments_json)
+    head = dumps({"v": VERSION, "task": task, "id": call_id, **(extra or {})})
+    return f'{head[:-1]},"args":{args_json},"kwargs":{kwargs_json}}}'.encode()
+
+
+def _split_arguments(arguments_json: str) -> tuple[str, str]:
+    decoder = json.JSONDecoder()
+    _, end = decoder.raw_decode(arguments_json, 1)
+    return arguments_json[1:end], arguments_json[end + 1 : -1]
+
+
+def decode(body: bytes) -> Envelope:
+    """Parse and validate a body, raising MalformedEnvelope with the reason."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedEnvelope(f"body is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise MalformedEnvelope("body must be a JSON object")
+    version = data.get("v")
+    if version != VERSION or isinstance(version, bool):
+        raise MalformedEnvelope(f"unsupported envelope version {version!r}; expected {VERSION}")
+    task, call_id = data.get("task"), data.get("id")
+    args, kwargs = data.get("args", []), data.get("kwargs", {})
+    if not isinstance(task, str) or not task:
+        raise MalformedEnvelope("'task' must be a non-empty string")
+    if not isinstance(call_id, str):
+        raise MalformedEnvelope("'id' must be a string")
+    if not isinstance(args, list):
+        raise MalformedEnvelope("'args' must be a list")
+    if not isinstance(kwargs, dict):
+        raise MalformedEnvelope("'kwargs' must be an object")
+    extra = {k: v for k, v in data.items() if k not in _FIELDS}
+    return Envelope(task=task, id=call_id, args=args, kwargs=kwargs, extra=extra)
+
+
+_FIELDS = frozenset({"v", "task", "id", "args", "kwargs"})

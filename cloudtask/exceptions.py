@@ -1,0 +1,100 @@
+"""The one exception tree: everything cloudtask raises derives from CloudTaskError."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+
+
+class CloudTaskError(Exception):
+    """Base class of every cloudtask error."""
+
+
+class ConfigurationError(CloudTaskError, ImproperlyConfigured):
+    """A CLOUDTASK setting is missing or invalid."""
+
+
+class TaskDefinitionError(CloudTaskError, TypeError):
+    """@task was applied to something that cannot be a task."""
+
+
+class DuplicateTaskName(ConfigurationError):
+    """Two different functions were registered under the same task name."""
+
+
+class TaskNotRegistered(CloudTaskError, LookupError):
+    """No task is registered under the given name."""
+
+
+class PushError(CloudTaskError):
+    """A call could not be pushed to its queue."""
+
+
+class TaskAlreadyExists(PushError):
+    """A task with this name is already queued (or was, within the de-duplication window)."""
+
+    def __init__(self, name: str, queue: str = "") -> None:
+        where = f" in queue {queue!r}" if queue else ""
+        super().__init__(
+            f"A task named {name!r} already exists{where}; Cloud Tasks refuses a name "
+            "while the task is queued and for a while after it ran or was deleted."
+        )
+        self.name = name
+        self.queue = queue
+
+
+class PayloadTooLarge(PushError, ValueError):
+    """The encoded task is bigger than Cloud Tasks accepts."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"The task body is {size} bytes; Cloud Tasks accepts at most {limit}. "
+            "Pass a reference (a primary key, a storage path) instead of the data itself."
+        )
+        self.size = size
+        self.limit = limit
+
+
+class InvalidRequest(CloudTaskError, SuspiciousOperation):
+    """A request to the task endpoint was refused (bad signature, malformed body, ...)."""
+
+    status = 400
+    code = "bad-request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class AuthenticationFailed(InvalidRequest):
+    """The request's signature or token is missing or invalid."""
+
+    status = 403
+    code = "forbidden"
+
+
+class MalformedEnvelope(InvalidRequest):
+    """The body is not a valid task envelope."""
+
+    status = 400
+    code = "bad-envelope"
+
+
+class ArgumentsDoNotBind(InvalidRequest):
+    """The envelope's arguments no longer fit the function's signature."""
+
+    status = 400
+    code = "bad-arguments"
+
+
+class UnknownTask(InvalidRequest):
+    """The envelope names a task that is not in the registry."""
+
+    status = 404
+    code = "unknown-task"
+
+
+class PayloadRefused(InvalidRequest):
+    """The request body is larger than the endpoint accepts."""
+
+    status = 413
+    code = "too-large"

@@ -1,0 +1,120 @@
+"""The request a task function receives, built from the X-CloudTasks-* headers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+# Header names as Cloud Tasks sends them, and as Django exposes them in request.META.
+QUEUE_NAME = "X-CloudTasks-QueueName"
+TASK_NAME = "X-CloudTasks-TaskName"
+RETRY_COUNT = "X-CloudTasks-TaskRetryCount"
+EXECUTION_COUNT = "X-CloudTasks-TaskExecutionCount"
+ETA = "X-CloudTasks-TaskETA"
+PREVIOUS_RESPONSE = "X-CloudTasks-TaskPreviousResponse"
+RETRY_REASON = "X-CloudTasks-TaskRetryReason"
+USER_AGENT = "Google-Cloud-Tasks"
+
+_MAX_COUNT = 10**9
+_MAX_HEADER = 500
+
+
+def meta_key(header: str) -> str:
+    """Return the request.META key Django uses for an HTTP header name."""
+    name = header.upper().replace("-", "_")
+    return name if name in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{name}"
+
+
+def to_meta(headers: Mapping[str, str]) -> dict[str, str]:
+    """Turn HTTP headers into a request.META-like mapping."""
+    return {meta_key(name): value for name, value in headers.items()}
+
+
+def _count(value: str | None, default: int | None) -> int | None:
+    if value is None or len(value) > 12:
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        return default
+    return number if 0 <= number <= _MAX_COUNT else default
+
+
+def _eta(value: str | None) -> datetime | None:
+    if value is None or len(value) > 40:
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _text(value: str | None) -> str:
+    return value[:_MAX_HEADER] if value else ""
+
+
+@dataclass(frozen=True, slots=True)
+class CloudTaskRequest:
+    """What a task knows about the delivery it is running in.
+
+    Missing or malformed header values give the defaults below; they never raise.
+    """
+
+    task_name: str = ""
+    queue_name: str = ""
+    retry_count: int = 0
+    execution_count: int = 0
+    eta: datetime | None = None
+    previous_response: int | None = None
+    retry_reason: str | None = None
+    http_request: HttpRequest | None = None
+    call_id: str = ""
+
+    @classmethod
+    def from_meta(
+        cls, meta: Mapping[str, str], http_request: HttpRequest | None = None, call_id: str = ""
+    ) -> CloudTaskRequest:
+        """Build the request from a request.META-like mapping."""
+        get = meta.get
+        return cls(
+            task_name=_text(get("HTTP_X_CLOUDTASKS_TASKNAME")),
+            queue_name=_text(get("HTTP_X_CLOUDTASKS_QUEUENAME")),
+            retry_count=_count(get("HTTP_X_CLOUDTASKS_TASKRETRYCOUNT"), 0) or 0,
+            execution_count=_count(get("HTTP_X_CLOUDTASKS_TASKEXECUTIONCOUNT"), 0) or 0,
+            eta=_eta(get("HTTP_X_CLOUDTASKS_TASKETA")),
+            previous_response=_count(get("HTTP_X_CLOUDTASKS_TASKPREVIOUSRESPONSE"), None),
+            retry_reason=_text(get("HTTP_X_CLOUDTASKS_TASKRETRYREASON")) or None,
+            http_request=http_request,
+            call_id=call_id,
+        )
+
+
+def cloud_tasks_headers(
+    *,
+    queue: str,
+    name: str,
+    eta: datetime | None,
+    retry_count: int = 0,
+    execution_count: int = 0,
+    previous_response: int | None = None,
+    retry_reason: str | None = None,
+) -> dict[str, str]:
+    """Return the headers Cloud Tasks adds when it delivers a task (DESIGN.md section 8)."""
+    headers = {
+        QUEUE_NAME: queue,
+        TASK_NAME: name,
+        RETRY_COUNT: str(retry_count),
+        EXECUTION_COUNT: str(execution_count),
+        ETA: f"{(eta or datetime.now(timezone.utc)).timestamp():.6f}",
+        "User-Agent": USER_AGENT,
+    }
+    if previous_response is not None:
+        headers[PREVIOUS_RESPONSE] = str(previous_response)
+    if retry_reason:
+        headers[RETRY_REASON] = retry_reason
+    return headers

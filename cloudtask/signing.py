@@ -1,0 +1,94 @@
+"""HMAC-SHA256 signatures over the task request.
+
+The signature covers the target path and the body. The body carries the task's registry
+name, its arguments and the call id, so a signature taken from one request cannot be
+replayed onto another task, other arguments or another endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from functools import cache
+
+from django.conf import settings as django_settings
+
+from . import conf
+from .exceptions import AuthenticationFailed, ConfigurationError
+
+#: Header carrying the signature, as sent (``X-CloudTask-Signature: v1=<hex>``).
+SIGNATURE_HEADER = "X-CloudTask-Signature"
+#: The same header as Django exposes it in ``request.META``.
+SIGNATURE_META_KEY = "HTTP_X_CLOUDTASK_SIGNATURE"
+
+_SIGNATURE_RE = re.compile(r"v1=([0-9a-f]{64})")
+_DERIVATION_SALT = b"cloudtask.signing.v1"
+
+
+def _derive(secret_key: str | bytes) -> bytes:
+    """Derive a signing key from a Django SECRET_KEY, so the raw key never signs tasks."""
+    raw = secret_key.encode() if isinstance(secret_key, str) else secret_key
+    return hmac.new(raw, _DERIVATION_SALT, hashlib.sha256).digest()
+
+
+def _as_key(value: object, what: str) -> bytes:
+    if isinstance(value, bytes) and value:
+        return value
+    if isinstance(value, str) and value:
+        return value.encode()
+    raise ConfigurationError(f"{what} must be a non-empty string.")
+
+
+@cache
+def keys() -> tuple[bytes, ...]:
+    """Return the signing key first, then every key still accepted for verification."""
+    secret = conf.get("SECRET")
+    fallbacks = conf.get("SECRET_FALLBACKS")
+    if not isinstance(fallbacks, list | tuple):
+        raise ConfigurationError(
+            "CLOUDTASK['SECRET_FALLBACKS'] must be a list of strings (older secrets still "
+            "accepted while tasks signed with them drain)."
+        )
+    found = [_as_key(v, "Each CLOUDTASK['SECRET_FALLBACKS'] entry") for v in fallbacks]
+    if secret is not None:
+        return (_as_key(secret, "CLOUDTASK['SECRET']"), *found)
+    secret_key = getattr(django_settings, "SECRET_KEY", "")
+    if not secret_key:
+        raise ConfigurationError(
+            "Set CLOUDTASK['SECRET'] or Django's SECRET_KEY: tasks are signed with one of them."
+        )
+    derived = [_derive(k) for k in getattr(django_settings, "SECRET_KEY_FALLBACKS", [])]
+    return (_derive(secret_key), *found, *derived)
+
+
+conf.on_change(keys.cache_clear)
+
+
+def _mac(key: bytes, path: str, body: bytes) -> str:
+    mac = hmac.new(key, b"cloudtask-v1\n", hashlib.sha256)
+    mac.update(path.encode("utf-8", "surrogateescape"))
+    mac.update(b"\n")
+    mac.update(body)
+    return mac.hexdigest()
+
+
+def sign(path: str, body: bytes) -> str:
+    """Return the signature header value for a body sent to ``path``."""
+    return "v1=" + _mac(keys()[0], path, body)
+
+
+def verify(path: str, body: bytes, header: str | None) -> None:
+    """Raise AuthenticationFailed unless ``header`` signs ``body`` for ``path``."""
+    if not header:
+        raise AuthenticationFailed(f"missing {SIGNATURE_HEADER} header")
+    match = _SIGNATURE_RE.fullmatch(header)
+    if match is None:
+        raise AuthenticationFailed(f"malformed {SIGNATURE_HEADER} header")
+    given = match.group(1)
+    # Every key is tried so the time taken does not tell which one (if any) matched.
+    valid = False
+    for key in keys():
+        valid |= hmac.compare_digest(_mac(key, path, body), given)
+    if not valid:
+        raise AuthenticationFailed("signature does not match")

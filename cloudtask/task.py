@@ -1,0 +1,334 @@
+"""@task, the immutable task definition, the call object and the handle a push returns."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+from asgiref.sync import async_to_sync
+from django.conf import settings as django_settings
+from django.utils import timezone
+
+from . import conf, envelope
+from .registry import registry
+from .request import CloudTaskRequest
+from .signing import SIGNATURE_HEADER
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Cloud Tasks refuses a schedule_time further ahead than this.
+MAX_SCHEDULE = timedelta(days=30)
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_RESERVED_HEADERS = frozenset({SIGNATURE_HEADER.lower(), "content-type", "content-length", "host"})
+
+
+@dataclass(frozen=True)
+class TaskHandle:
+    """What a push returns: where the task went and under which name."""
+
+    name: str
+    queue: str
+    eta: datetime | None
+    task: str = ""
+    call_id: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Task(Generic[P, R]):
+    """A registered task: the function and its options. Immutable; use :meth:`using`."""
+
+    func: Callable[Concatenate[CloudTaskRequest, P], R]
+    name: str
+    queue: str | None = None
+    url: str | None = None
+    named: bool = False
+    timeout: timedelta | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_options(self)
+        signature = inspect.signature(self.func)
+        params = list(signature.parameters.values())
+        object.__setattr__(self, "_signature", signature.replace(parameters=params[1:]))
+        object.__setattr__(self, "_full_signature", signature)
+
+    @property
+    def path(self) -> str:
+        """The dotted path of the function, for messages."""
+        return f"{self.func.__module__}.{self.func.__qualname__}"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[R]:
+        """Bind the arguments and return a call ready to push or run."""
+        try:
+            self._signature.bind(*args, **kwargs)  # type: ignore[attr-defined]
+        except TypeError as exc:
+            raise TypeError(f"{self.name}(): {exc}") from None
+        arguments_json = envelope.check_arguments(self.name, args, kwargs)
+        return TaskCall(self, arguments_json)
+
+    def using(self, **options: Any) -> Task[P, R]:
+        """Return a copy of this task with some options changed (it is not re-registered)."""
+        if "timeout" in options and options["timeout"] is not None:
+            options["timeout"] = conf.check_timeout(options["timeout"], "timeout")
+        return dataclasses.replace(self, **options)
+
+    def check_received(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Raise TypeError if received arguments no longer bind to the function."""
+        self._signature.bind(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def run(self, request: CloudTaskRequest, args: list[Any], kwargs: dict[str, Any]) -> R:
+        """Call the function; coroutine functions are run to completion."""
+        if inspect.iscoroutinefunction(self.func):
+            return async_to_sync(self.func)(request, *args, **kwargs)  # type: ignore[no-any-return]
+        return self.func(request, *args, **kwargs)
+
+    def task_id(self) -> str:
+        """Return the deterministic Cloud Tasks id used by ``named=True``."""
+        return make_task_id(self.name)
+
+
+class TaskCall(Generic[R]):
+    """One call of a task with bound, JSON-checked arguments."""
+
+    __slots__ = ("_arguments_json", "_url", "task")
+
+    def __init__(self, task: Task[Any, R], arguments_json: str) -> None:
+        self.task = task
+        self._arguments_json = arguments_json
+        self._url = task.url
+
+    def __repr__(self) -> str:
+        args, kwargs = self.arguments
+        shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+        return f"<TaskCall {self.task.name}({', '.join(shown)})>"
+
+    @property
+    def arguments(self) -> tuple[list[Any], dict[str, Any]]:
+        """The positional and keyword arguments, as the function will receive them."""
+        args, kwargs = json.loads(self._arguments_json)
+        return args, kwargs
+
+    @property
+    def url(self) -> str | None:
+        """The absolute URL this call is delivered to (None: the task's or the setting's)."""
+        return self._url
+
+    @url.setter
+    def url(self, value: str | None) -> None:
+        self._url = None if value is None else conf.check_url(value, "TaskCall.url")
+
+    def delay(self, *, name: str | None = None) -> TaskHandle:
+        """Push the call to its queue now."""
+        return self._push(eta=None, name=name)
+
+    def push(self, *, name: str | None = None) -> TaskHandle:
+        """Push the call to its queue now (alias of :meth:`delay`)."""
+        return self._push(eta=None, name=name)
+
+    def schedule(
+        self,
+        *,
+        at: datetime | None = None,
+        countdown: float | timedelta | None = None,
+        name: str | None = None,
+    ) -> TaskHandle:
+        """Push the call to run at ``at`` or ``countdown`` (seconds or timedelta) from now."""
+        return self._push(eta=schedule_time(at=at, countdown=countdown), name=name)
+
+    def execute(self) -> R:
+        """Run the function now, in this process, as a task would run."""
+        args, kwargs = self.arguments
+        return self.task.run(CloudTaskRequest(call_id=""), args, kwargs)
+
+    def __call__(self) -> R:
+        """Run the function now, in this process (same as :meth:`execute`)."""
+        return self.execute()
+
+    def _push(self, *, eta: datetime | None, name: str | None) -> TaskHandle:
+        from .backends import get_backend
+
+        if name is not None and not (isinstance(name, str) and TASK_ID_RE.match(name)):
+            raise ValueError(
+                f"Task name {name!r} is not a valid Cloud Tasks id: use 1 to 500 letters, "
+                "digits, hyphens or underscores."
+            )
+        backend = get_backend()
+        message = backend.build_message(self, eta=eta, name=name)
+        return backend.push(message)
+
+    def envelope_body(self, call_id: str) -> bytes:
+        """Return the JSON body carrying this call."""
+        return envelope.encode(self.task.name, call_id, self._arguments_json)
+
+
+def new_call_id() -> str:
+    """Return a fresh id for one call (it stays the same across retries)."""
+    return uuid.uuid4().hex
+
+
+def make_task_id(text: str) -> str:
+    """Return a valid Cloud Tasks id for ``text``, led by a hash so ids spread evenly."""
+    prefix = hashlib.sha256(text.encode()).hexdigest()[:12]
+    readable = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
+    return f"{prefix}-{readable}"[:500].rstrip("-")
+
+
+def schedule_time(*, at: datetime | None, countdown: float | timedelta | None) -> datetime:
+    """Validate ``at`` / ``countdown`` and return the aware UTC time to run at."""
+    now = timezone.now() if django_settings.USE_TZ else datetime.now(dt_timezone.utc)
+    if (at is None) == (countdown is None):
+        raise TypeError("schedule() takes exactly one of at= (a datetime) or countdown=.")
+    if countdown is not None:
+        delta = conf.to_timedelta(countdown, "countdown")
+        if delta < timedelta(0):
+            raise ValueError(f"countdown must not be negative, got {delta.total_seconds():g}s.")
+        eta = now + delta
+    else:
+        eta = _aware(at)
+    eta = eta.astimezone(dt_timezone.utc)
+    if eta - now > MAX_SCHEDULE:
+        raise ValueError(
+            f"Cannot schedule a task for {eta.isoformat()}: Cloud Tasks accepts at most "
+            "30 days ahead. Store the date and push the task later (e.g. from a daily task)."
+        )
+    return eta
+
+
+def _aware(at: Any) -> datetime:
+    if not isinstance(at, datetime):
+        raise TypeError(f"at= must be a datetime.datetime, not {type(at).__name__}.")
+    if timezone.is_aware(at):
+        return at
+    if django_settings.USE_TZ:
+        raise ValueError(
+            f"at={at.isoformat()} is a naive datetime while USE_TZ is True; pass an aware "
+            "one, e.g. timezone.now() + timedelta(hours=1)."
+        )
+    return timezone.make_aware(at, timezone.get_default_timezone())
+
+
+def _check_options(task: Task[Any, Any]) -> None:
+    if task.queue is not None:
+        conf.check_queue_name(task.queue, f"@task(queue=...) of {task.name}")
+    if task.url is not None:
+        conf.check_url(task.url, f"@task(url=...) of {task.name}")
+    if not isinstance(task.named, bool):
+        raise TypeError(f"@task(named=...) of {task.name} must be True or False.")
+    if task.timeout is not None:
+        object.__setattr__(
+            task, "timeout", conf.check_timeout(task.timeout, f"@task(timeout=...) of {task.name}")
+        )
+    object.__setattr__(
+        task, "headers", check_headers(task.headers, f"@task(headers=...) of {task.name}")
+    )
+
+
+def check_headers(headers: Any, what: str) -> dict[str, str]:
+    """Validate custom HTTP headers; the signature and transport headers cannot be set."""
+    if not isinstance(headers, Mapping):
+        raise TypeError(f"{what} must be a dict of header names to values.")
+    for key, value in headers.items():
+        if not isinstance(key, str) or not _HEADER_NAME_RE.match(key):
+            raise ValueError(f"{what}: {key!r} is not a valid HTTP header name.")
+        if not isinstance(value, str) or "\r" in value or "\n" in value:
+            raise ValueError(f"{what}: the value of {key!r} must be a one-line string.")
+        if key.lower() in _RESERVED_HEADERS or key.lower().startswith("x-cloudtasks-"):
+            raise ValueError(
+                f"{what}: {key!r} is set by cloudtask or Cloud Tasks and cannot be overridden."
+            )
+    return dict(headers)
+
+
+def _check_function(func: Any) -> None:
+    if not callable(func):
+        raise _definition_error(f"@task decorates functions, not {type(func).__name__} objects.")
+    if not inspect.isfunction(func):
+        raise _definition_error(
+            f"@task decorates plain module-level functions; {func!r} is not one."
+        )
+    if func.__name__ == "<lambda>":
+        raise _definition_error(
+            "@task cannot register a lambda: a worker finds tasks by name, and a lambda has "
+            "none. Define it with def at module level."
+        )
+    if "<locals>" in func.__qualname__:
+        raise _definition_error(
+            f"@task cannot register {func.__qualname__}: it is defined inside another function, "
+            "so other processes cannot find it. Move it to module level (e.g. a tasks.py)."
+        )
+    params = list(inspect.signature(func).parameters.values())
+    if not params or params[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        raise _definition_error(
+            f"{func.__qualname__} needs a first positional parameter: it receives the "
+            f"CloudTaskRequest. Write def {func.__name__}(request, ...)."
+        )
+
+
+def _definition_error(message: str) -> Exception:
+    from .exceptions import TaskDefinitionError
+
+    return TaskDefinitionError(message)
+
+
+@overload
+def task(func: Callable[Concatenate[CloudTaskRequest, P], R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    queue: str | None = None,
+    url: str | None = None,
+    named: bool = False,
+    name: str | None = None,
+    timeout: float | timedelta | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Callable[[Callable[Concatenate[CloudTaskRequest, P], R]], Task[P, R]]: ...
+
+
+def task(
+    func: Callable[Concatenate[CloudTaskRequest, P], R] | None = None,
+    /,
+    *,
+    queue: str | None = None,
+    url: str | None = None,
+    named: bool = False,
+    name: str | None = None,
+    timeout: float | timedelta | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Task[P, R] | Callable[[Callable[Concatenate[CloudTaskRequest, P], R]], Task[P, R]]:
+    """Register a function as a task; use bare (``@task``) or with options."""
+
+    def decorate(f: Callable[Concatenate[CloudTaskRequest, P], R]) -> Task[P, R]:
+        _check_function(f)
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise _definition_error(f"@task(name=...) must be a non-empty string, not {name!r}.")
+        definition: Task[P, R] = Task(
+            func=f,
+            name=name or f"{f.__module__}.{f.__qualname__}",
+            queue=queue,
+            url=url,
+            named=named,
+            timeout=timeout,  # type: ignore[arg-type]  # normalised to timedelta in __post_init__
+            headers=headers or {},
+        )
+        registry.register(definition)
+        return definition
+
+    if func is not None:
+        return decorate(func)
+    return decorate

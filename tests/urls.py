@@ -1,0 +1,3 @@
+from django.urls import include, path
+
+urlpatterns = [path("_tasks/", include("cloudtask.urls"))]
