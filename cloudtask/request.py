@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +22,8 @@ RETRY_REASON = "X-CloudTasks-TaskRetryReason"
 USER_AGENT = "Google-Cloud-Tasks"
 
 _MAX_COUNT = 10**9
+_COUNT_RE = re.compile(r"[0-9]{1,10}")
+_ETA_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 _MAX_HEADER = 500
 
 
@@ -36,17 +39,15 @@ def to_meta(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def _count(value: str | None, default: int | None) -> int | None:
-    if value is None or len(value) > 12:
+    # ASCII digits only: int() alone would also take "-1", " 7" or full-width digits.
+    if value is None or not _COUNT_RE.fullmatch(value):
         return default
-    try:
-        number = int(value.strip())
-    except ValueError:
-        return default
-    return number if 0 <= number <= _MAX_COUNT else default
+    number = int(value)
+    return number if number <= _MAX_COUNT else default
 
 
 def _eta(value: str | None) -> datetime | None:
-    if value is None or len(value) > 40:
+    if value is None or not _ETA_RE.fullmatch(value):
         return None
     try:
         return datetime.fromtimestamp(float(value), tz=timezone.utc)

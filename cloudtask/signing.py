@@ -13,6 +13,7 @@ import re
 from functools import cache
 
 from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
 
 from . import conf
 from .exceptions import AuthenticationFailed, ConfigurationError
@@ -53,7 +54,10 @@ def keys() -> tuple[bytes, ...]:
     found = [_as_key(v, "Each CLOUDTASK['SECRET_FALLBACKS'] entry") for v in fallbacks]
     if secret is not None:
         return (_as_key(secret, "CLOUDTASK['SECRET']"), *found)
-    secret_key = getattr(django_settings, "SECRET_KEY", "")
+    try:
+        secret_key = django_settings.SECRET_KEY
+    except ImproperlyConfigured:  # Django refuses an empty SECRET_KEY on access.
+        secret_key = ""
     if not secret_key:
         raise ConfigurationError(
             "Set CLOUDTASK['SECRET'] or Django's SECRET_KEY: tasks are signed with one of them."

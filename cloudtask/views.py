@@ -38,4 +38,7 @@ def endpoint(request: HttpRequest) -> HttpResponse:
         outcome = executor.deliver(
             path=request.path, body=body, meta=request.META, http_request=request
         )
-    return HttpResponse(outcome.content, status=outcome.status, content_type="application/json")
+    response = HttpResponse(outcome.content, status=outcome.status, content_type="application/json")
+    # The executor already logged this delivery with its reason; Django need not log it again.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response

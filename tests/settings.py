@@ -7,6 +7,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "cloudtask",
     "tests",
+    "tests.discovered",
 ]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 ROOT_URLCONF = "tests.urls"

@@ -73,3 +73,10 @@ def pushes_add(request: CloudTaskRequest) -> None:
 async def async_add(request: CloudTaskRequest, a: int, b: int) -> int:
     calls.append(("async_add", (a, b)))
     return a + b
+
+
+@task
+def reports_atomic(request: CloudTaskRequest) -> bool:
+    from django.db import connection
+
+    return connection.in_atomic_block

@@ -1,0 +1,36 @@
+"""Building and posting task requests in tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.test import Client
+
+from cloudtask import signing
+from cloudtask.request import cloud_tasks_headers
+
+ENDPOINT = "/_tasks/"
+
+
+def post(
+    body: bytes,
+    *,
+    signature: str | None = "auto",
+    path: str = ENDPOINT,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> Any:
+    """POST ``body`` to the endpoint with a real signature unless one is given."""
+    client = Client(enforce_csrf_checks=True)
+    sent = dict(headers or {})
+    if signature == "auto":
+        sent[signing.SIGNATURE_HEADER] = signing.sign(path, body)
+    elif signature is not None:
+        sent[signing.SIGNATURE_HEADER] = signature
+    return client.generic(method, path, body, content_type="application/json", headers=sent)
+
+
+def delivery_headers(**overrides: Any) -> dict[str, str]:
+    """Return Cloud Tasks delivery headers (queue default, task name t1)."""
+    options: dict[str, Any] = {"queue": "default", "name": "t1", "eta": None, **overrides}
+    return cloud_tasks_headers(**options)

@@ -1,0 +1,136 @@
+"""System checks: one test per id, directly and through manage.py check."""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from cloudtask import conf
+from cloudtask.checks import check_deploy, check_settings
+
+CT = conf.CLOUD_TASKS_BACKEND
+IMMEDIATE = {"BACKEND": conf.IMMEDIATE_BACKEND}
+GOOD_CLOUD = {
+    "PROJECT": "my-project",
+    "LOCATION": "europe-west6",
+    "URL": "https://app.example.com/_tasks/",
+}
+
+
+def ids(messages: list[Any]) -> list[str]:
+    return [m.id for m in messages]
+
+
+def test_test_settings_are_clean() -> None:
+    assert check_settings() == []
+
+
+def test_complete_cloud_tasks_configuration_is_clean() -> None:
+    with override_settings(CLOUDTASK=GOOD_CLOUD):
+        assert check_settings() == []
+        assert conf.backend_path() == CT
+
+
+@pytest.mark.parametrize(
+    ("cloudtask", "expected", "text"),
+    [
+        ("not a dict", ["cloudtask.E001"], "CLOUDTASK must be a dict"),
+        ({"BACKEND": "nope.Backend"}, ["cloudtask.E002"], "could not be imported"),
+        ({"BACKEND": "cloudtask.conf.DEFAULTS"}, ["cloudtask.E002"], "is not a subclass"),
+        (
+            {"BACKEND": CT, "LOCATION": "x", "URL": "https://a.example/_tasks/"},
+            ["cloudtask.E003"],
+            "PROJECT",
+        ),
+        ({"PROJECT": "p", "URL": "https://a.example/_tasks/"}, ["cloudtask.E004"], "LOCATION"),
+        ({"PROJECT": "p", "LOCATION": "l"}, ["cloudtask.E005"], "URL"),
+        ({**GOOD_CLOUD, "URL": "/_tasks/"}, ["cloudtask.E006"], "absolute http(s) URL"),
+        ({**IMMEDIATE, "SECRET": ""}, ["cloudtask.E007"], "non-empty string"),
+        ({**IMMEDIATE, "SECRET_FALLBACKS": "x"}, ["cloudtask.E007"], "list of strings"),
+        ({**IMMEDIATE, "QUEUE": "bad queue"}, ["cloudtask.E008"], "queue id"),
+        ({**IMMEDIATE, "TIMEOUT": 3}, ["cloudtask.E009"], "between 15 seconds and 30 minutes"),
+        ({**IMMEDIATE, "MAX_BODY_SIZE": 0}, ["cloudtask.E011"], "positive number of bytes"),
+        ({**IMMEDIATE, "QUEU": "default"}, ["cloudtask.W001"], "unknown key 'QUEU'"),
+    ],
+)
+def test_each_misconfiguration_has_its_id(cloudtask: Any, expected: list[str], text: str) -> None:
+    with override_settings(CLOUDTASK=cloudtask):
+        messages = check_settings()
+    assert ids(messages) == expected
+    assert text in messages[0].msg
+
+
+@override_settings(ROOT_URLCONF="tests.urls_without_endpoint")
+def test_missing_urls_include_is_reported() -> None:
+    messages = check_settings()
+    assert ids(messages) == ["cloudtask.E010"]
+    assert 'include("cloudtask.urls")' in messages[0].msg
+
+
+@override_settings(CLOUDTASK={**GOOD_CLOUD, "SECRET": "short"}, DEBUG=False)
+def test_deploy_flags_short_secret() -> None:
+    assert ids(check_deploy()) == ["cloudtask.W002"]
+
+
+@pytest.mark.parametrize("backend", [conf.LOCAL_BACKEND, conf.IMMEDIATE_BACKEND])
+def test_deploy_flags_development_backends_without_debug(backend: str) -> None:
+    with override_settings(CLOUDTASK={"BACKEND": backend}, DEBUG=False):
+        assert ids(check_deploy()) == ["cloudtask.W003"]
+    with override_settings(CLOUDTASK={"BACKEND": backend}, DEBUG=True):
+        assert check_deploy() == []
+
+
+def test_check_command_fails_on_errors() -> None:
+    with override_settings(CLOUDTASK={"PROJECT": "p"}), pytest.raises(SystemCheckError) as excinfo:
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    assert "cloudtask.E004" in str(excinfo.value)
+    assert "cloudtask.E005" in str(excinfo.value)
+
+
+def test_check_deploy_command_reports_warnings() -> None:
+    out = StringIO()
+    with override_settings(CLOUDTASK={**GOOD_CLOUD, "SECRET": "short"}):
+        call_command("check", "--deploy", stdout=out, stderr=out, fail_level="ERROR")
+    assert "cloudtask.W002" in out.getvalue()
+
+
+def test_settings_are_read_lazily() -> None:
+    assert conf.get("QUEUE") == "default"
+    with override_settings(CLOUDTASK={"QUEUE": "other"}):
+        assert conf.get("QUEUE") == "other"
+    assert conf.get("QUEUE") == "default"
+
+
+def test_backend_default_depends_on_project() -> None:
+    with override_settings(CLOUDTASK={}):
+        assert conf.backend_path() == conf.LOCAL_BACKEND
+    with override_settings(CLOUDTASK={"PROJECT": "p"}):
+        assert conf.backend_path() == CT
+
+
+def test_backend_instance_follows_settings() -> None:
+    from cloudtask.backends import get_backend
+    from cloudtask.backends.immediate import ImmediateBackend
+
+    assert isinstance(get_backend(), ImmediateBackend)
+    with override_settings(CLOUDTASK={"BACKEND": "tests.backends.RecordingBackend"}):
+        assert type(get_backend()).__name__ == "RecordingBackend"
+    assert isinstance(get_backend(), ImmediateBackend)
+
+
+def test_bad_backend_at_push_time_names_the_setting() -> None:
+    from cloudtask import ConfigurationError
+    from tests import tasks
+
+    with (
+        override_settings(CLOUDTASK={"BACKEND": "nope.Backend"}),
+        pytest.raises(ConfigurationError) as excinfo,
+    ):
+        tasks.noop().delay()
+    assert "CLOUDTASK['BACKEND'] = 'nope.Backend' could not be imported" in str(excinfo.value)
+    assert isinstance(excinfo.value.__cause__, ImportError)
