@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: Settings that affect cached values; a change to any of them calls the reset hooks.
-WATCHED_SETTINGS = frozenset({"CLOUDTASK", "SECRET_KEY", "SECRET_KEY_FALLBACKS"})
+WATCHED_SETTINGS = frozenset({"CLOUDTASK", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "ROOT_URLCONF"})
 
 QUEUE_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 MIN_TIMEOUT = timedelta(seconds=15)
@@ -69,6 +69,8 @@ def _reset_caches(*, setting: str, **kwargs: Any) -> None:
 def user_settings() -> Mapping[str, Any]:
     """Return the project's CLOUDTASK dict, refusing anything that is not a mapping."""
     value = getattr(django_settings, "CLOUDTASK", None)
+    if type(value) is dict:  # the usual case, without the slower ABC check below
+        return value
     if value is None:
         return {}
     if not isinstance(value, Mapping):

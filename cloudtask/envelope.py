@@ -100,7 +100,7 @@ def decode(body: bytes) -> Envelope:
         raise MalformedEnvelope("'args' must be a list")
     if not isinstance(kwargs, dict):
         raise MalformedEnvelope("'kwargs' must be an object")
-    extra = {k: v for k, v in data.items() if k not in _FIELDS}
+    extra = {k: v for k, v in data.items() if k not in _FIELDS} if len(data) > 5 else {}
     return Envelope(task=task, id=call_id, args=args, kwargs=kwargs, extra=extra)
 
 

@@ -22,7 +22,6 @@ RETRY_REASON = "X-CloudTasks-TaskRetryReason"
 USER_AGENT = "Google-Cloud-Tasks"
 
 _MAX_COUNT = 10**9
-_COUNT_RE = re.compile(r"[0-9]{1,10}")
 _ETA_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 _MAX_HEADER = 500
 
@@ -40,7 +39,7 @@ def to_meta(headers: Mapping[str, str]) -> dict[str, str]:
 
 def _count(value: str | None, default: int | None) -> int | None:
     # ASCII digits only: int() alone would also take "-1", " 7" or full-width digits.
-    if value is None or not _COUNT_RE.fullmatch(value):
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 10:
         return default
     number = int(value)
     return number if number <= _MAX_COUNT else default

@@ -19,6 +19,7 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from . import conf, envelope
+from .binding import ArgumentChecker
 from .registry import registry
 from .request import CloudTaskRequest
 from .signing import SIGNATURE_HEADER
@@ -60,8 +61,10 @@ class Task(Generic[P, R]):
         _check_options(self)
         signature = inspect.signature(self.func)
         params = list(signature.parameters.values())
-        object.__setattr__(self, "_signature", signature.replace(parameters=params[1:]))
-        object.__setattr__(self, "_full_signature", signature)
+        # The first parameter receives the CloudTaskRequest; callers pass the rest.
+        object.__setattr__(
+            self, "_check_arguments", ArgumentChecker(signature.replace(parameters=params[1:]))
+        )
 
     @property
     def path(self) -> str:
@@ -71,7 +74,7 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[R]:
         """Bind the arguments and return a call ready to push or run."""
         try:
-            self._signature.bind(*args, **kwargs)  # type: ignore[attr-defined]
+            self._check_arguments(args, kwargs)  # type: ignore[attr-defined]
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None
         arguments_json = envelope.check_arguments(self.name, args, kwargs)
@@ -85,7 +88,7 @@ class Task(Generic[P, R]):
 
     def check_received(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         """Raise TypeError if received arguments no longer bind to the function."""
-        self._signature.bind(*args, **kwargs)  # type: ignore[attr-defined]
+        self._check_arguments(args, kwargs)  # type: ignore[attr-defined]
 
     def run(self, request: CloudTaskRequest, args: list[Any], kwargs: dict[str, Any]) -> R:
         """Call the function; coroutine functions are run to completion."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, get_script_prefix, get_urlconf, reverse
 
 from .. import conf, signing
 from ..exceptions import ConfigurationError, PayloadTooLarge
@@ -51,13 +52,22 @@ def signed_path(url: str) -> str:
 
 def endpoint_path() -> str:
     """Return the path of the task endpoint in this project's URLconf."""
+    return _endpoint_path(get_urlconf(), get_script_prefix())
+
+
+@lru_cache(maxsize=32)
+def _endpoint_path(urlconf: str | None, prefix: str) -> str:
+    # reverse() costs more than the rest of a push; the answer only changes with the URLconf.
     try:
-        return reverse("cloudtask:endpoint")
+        return reverse("cloudtask:endpoint", urlconf=urlconf)
     except NoReverseMatch:
         raise ConfigurationError(
             "The task endpoint is not in your URLconf: add "
             'path("_tasks/", include("cloudtask.urls")) to it, or set CLOUDTASK["URL"].'
         ) from None
+
+
+conf.on_change(_endpoint_path.cache_clear)
 
 
 class BaseBackend:

@@ -1,0 +1,161 @@
+"""Endpoint overhead: signed task requests through the full view vs a bare JSON view.
+
+Run: .venv/bin/python benchmarks/endpoint.py [--requests N] [--rounds R]
+
+Both views are served by the same Django WSGI handler with the same middleware, in the same
+process, alternating rounds, so the ratio (ours / bare) is what the signature check, envelope
+validation, registry lookup, argument binding, request object and JSON answer cost.
+Also reports pushes per second through capture_tasks() against json.dumps of the arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import django
+from django.conf import settings
+
+settings.configure(
+    SECRET_KEY="benchmark-secret-key-that-is-long-enough-0123456789",
+    DEBUG=False,
+    ALLOWED_HOSTS=["testserver"],
+    INSTALLED_APPS=["cloudtask"],
+    ROOT_URLCONF=__name__,
+    MIDDLEWARE=[
+        "django.middleware.security.SecurityMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+    ],
+    DATABASES={},
+    USE_TZ=True,
+    CLOUDTASK={"BACKEND": "cloudtask.backends.immediate.ImmediateBackend"},
+)
+django.setup()
+
+from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
+from django.urls import include, path  # noqa: E402
+from django.views.decorators.csrf import csrf_exempt  # noqa: E402
+
+from cloudtask import CloudTaskRequest, task  # noqa: E402
+from cloudtask.request import cloud_tasks_headers, meta_key  # noqa: E402
+from cloudtask.testing import capture_tasks  # noqa: E402
+
+
+def work(a: int, b: int, text: str) -> int:
+    """The function both views call."""
+    return a + b + len(text)
+
+
+@task(name="bench.add")
+def add(request: CloudTaskRequest, a: int, b: int, text: str) -> int:
+    return work(a, b, text)
+
+
+@csrf_exempt
+def bare(request: HttpRequest) -> HttpResponse:
+    data = json.loads(request.body)
+    return JsonResponse({"result": work(**data["kwargs"])})
+
+
+# The bare view is mounted through include() too, so both pay the same URL resolution.
+urlpatterns = [
+    path("_tasks/", include("cloudtask.urls")),
+    path("bare/", include(([path("", bare)], "bare"))),
+]
+
+ARGS = {"a": 1, "b": 2, "text": "hello world " * 20}
+
+
+def environ(url_path: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    env = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": url_path,
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": None,
+    }
+    env.update({meta_key(k): v for k, v in headers.items()})
+    return env
+
+
+def requests_for(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    with capture_tasks() as captured:
+        for _ in range(n):
+            add(**ARGS).delay()
+    ours, plain = [], []
+    for c in captured:
+        headers = {**c.http_request.headers, **cloud_tasks_headers(queue=c.queue, name=c.name, eta=None)}
+        ours.append((environ("/_tasks/", c.http_request.body, headers), c.http_request.body))
+        plain.append((environ("/bare/", c.http_request.body, {"Content-Type": "application/json"}), c.http_request.body))
+    return ours, plain  # type: ignore[return-value]
+
+
+def serve(handler: WSGIHandler, batch: list[Any]) -> float:
+    def start_response(status: str, headers: list[Any]) -> None:
+        if not status.startswith("200"):
+            raise RuntimeError(f"unexpected status {status}")
+
+    started = time.perf_counter()
+    for env, body in batch:
+        request_env = dict(env)
+        request_env["wsgi.input"] = io.BytesIO(body)
+        response = handler(request_env, start_response)
+        b"".join(response)
+        response.close()
+    return time.perf_counter() - started
+
+
+def timed(fn: Callable[[], object], n: int) -> float:
+    started = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=40)
+    options = parser.parse_args()
+    handler = WSGIHandler()
+    ours, plain = requests_for(options.requests)
+    serve(handler, ours[:200])  # warm up both paths
+    serve(handler, plain[:200])
+    ours_times, bare_times, ratios = [], [], []
+    for _ in range(options.rounds):
+        # Alternate short rounds so a burst of load elsewhere hits both sides alike.
+        ours_times.append(serve(handler, ours))
+        bare_times.append(serve(handler, plain))
+        ratios.append(ours_times[-1] / bare_times[-1])
+    ours_t, bare_t = statistics.median(ours_times), statistics.median(bare_times)
+    n = options.requests
+    print(f"endpoint: {n} requests x {options.rounds} alternating rounds (medians)")
+    print(f"  cloudtask view : {ours_t / n * 1e6:8.1f} us/request")
+    print(f"  bare json view : {bare_t / n * 1e6:8.1f} us/request")
+    print(f"  ratio ours/bare: {statistics.median(ratios):.3f}   (target <= 1.25)")
+
+    with capture_tasks() as captured:
+        push_t = statistics.median(timed(lambda: add(**ARGS).delay(), n) for _ in range(options.rounds))
+        assert len(captured) == n * options.rounds
+    dumps_t = statistics.median(timed(lambda: json.dumps({"kwargs": ARGS}), n) for _ in range(options.rounds))
+    print(f"push: {n} calls through capture_tasks (bind + JSON check + encode + sign)")
+    print(f"  capture push   : {n / push_t:10.0f} pushes/s")
+    print(f"  json.dumps     : {n / dumps_t:10.0f} dumps/s")
+    print(f"  ratio push/dumps time: {push_t / dumps_t:.1f}")
+
+
+if __name__ == "__main__":
+    main()
