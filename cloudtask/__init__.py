@@ -1,5 +1,6 @@
 """Run Django functions asynchronously on Google Cloud Tasks."""
 
+from . import signals
 from .exceptions import (
     AuthenticationFailed,
     CloudTaskError,
@@ -8,6 +9,8 @@ from .exceptions import (
     InvalidRequest,
     PayloadTooLarge,
     PushError,
+    Reject,
+    Retry,
     TaskAlreadyExists,
     TaskDefinitionError,
     UnknownTask,
@@ -23,6 +26,8 @@ __all__ = [
     "TaskCall",
     "TaskHandle",
     "task",
+    # Signals
+    "signals",
     # The registry
     "Registry",
     "registry",
@@ -34,6 +39,8 @@ __all__ = [
     "InvalidRequest",
     "PayloadTooLarge",
     "PushError",
+    "Reject",
+    "Retry",
     "TaskAlreadyExists",
     "TaskDefinitionError",
     "UnknownTask",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 
 
@@ -23,6 +25,26 @@ class DuplicateTaskName(ConfigurationError):
 
 class TaskNotRegistered(CloudTaskError, LookupError):
     """No task is registered under the given name."""
+
+
+class Reject(CloudTaskError):
+    """Raised by a task to fail permanently: no retry, ``on_failure`` runs.
+
+    ``raise cloudtask.Reject("order 42 no longer exists")``
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Retry(CloudTaskError):
+    """Raised by ``request.retry()``: run a copy of this call later and end this attempt."""
+
+    def __init__(self, countdown: timedelta, exc: BaseException | None = None) -> None:
+        super().__init__(f"retry in {countdown.total_seconds():g}s")
+        self.countdown = countdown
+        self.exc = exc
 
 
 class PushError(CloudTaskError):

@@ -9,15 +9,19 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import envelope, signing
-from .exceptions import ArgumentsDoNotBind, ConfigurationError, InvalidRequest
+from . import conf, envelope, failures, signals, signing
+from .exceptions import ArgumentsDoNotBind, ConfigurationError, InvalidRequest, Retry
 from .registry import registry
 from .request import CloudTaskRequest
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
+
+    from .envelope import Envelope
+    from .task import Task
 
 logger = logging.getLogger("cloudtask")
 
@@ -32,8 +36,8 @@ class Outcome:
     exception: BaseException | None = None
 
 
-def _answer(status: int, body: dict[str, Any]) -> Outcome:
-    return Outcome(status=status, content=envelope.dumps(body).encode())
+def _answer(status: int, body: dict[str, Any], exception: BaseException | None = None) -> Outcome:
+    return Outcome(status=status, content=envelope.dumps(body).encode(), exception=exception)
 
 
 def refuse(error: InvalidRequest, *, task: str = "-", call_id: str = "-") -> Outcome:
@@ -56,12 +60,6 @@ def deliver(
     started = time.perf_counter()
     try:
         signing.verify(path, body, meta.get(signing.SIGNATURE_META_KEY))
-    except InvalidRequest as exc:
-        return refuse(exc)
-    except ConfigurationError as exc:
-        logger.error("task=- id=- status=misconfigured reason=%s", exc)
-        return _answer(503, {"status": "error", "error": "misconfigured"})
-    try:
         data = envelope.decode(body)
         task = registry.get(data.task)
         try:
@@ -70,22 +68,208 @@ def deliver(
             raise ArgumentsDoNotBind(f"arguments do not fit {data.task}(): {exc}") from None
     except InvalidRequest as exc:
         return refuse(exc)
-    request = CloudTaskRequest.from_meta(meta, http_request, data.id)
-    try:
-        result = task.run(request, data.args, data.kwargs)
-    except Exception as exc:
-        elapsed = (time.perf_counter() - started) * 1000
-        if raise_exceptions:
-            logger.info("task=%s id=%s status=failed duration_ms=%.1f", task.name, data.id, elapsed)
-            raise
-        logger.exception(
-            "task=%s id=%s status=failed duration_ms=%.1f", task.name, data.id, elapsed
+    except ConfigurationError as exc:
+        logger.error("task=- id=- status=misconfigured reason=%s", exc)
+        return _answer(503, {"status": "error", "error": "misconfigured"})
+    request = CloudTaskRequest.from_meta(
+        meta,
+        http_request,
+        data.id,
+        earlier_retries=_earlier_retries(data),
+        max_retries=task.max_retries,
+        max_attempts=_queue_max_attempts(meta.get("HTTP_X_CLOUDTASKS_QUEUENAME", "")),
+    )
+    return Execution(task, data, request, started).run(raise_exceptions)
+
+
+def _earlier_retries(data: Envelope) -> int:
+    value = data.extra.get("retries", 0)
+    return value if type(value) is int and value >= 0 else 0
+
+
+def _queue_max_attempts(queue_name: str) -> int | None:
+    queues = conf.get("QUEUES")
+    if not queues:
+        return None
+    # The emulator sends the full queue path; Cloud Tasks the short id.
+    options = queues.get(queue_name.rsplit("/", 1)[-1]) if isinstance(queues, dict) else None
+    value = options.get("max_attempts") if isinstance(options, dict) else None
+    return value if type(value) is int else None
+
+
+class Execution:
+    """One attempt of one call: run it, then answer according to how it ended."""
+
+    def __init__(
+        self, task: Task[Any, Any], data: Envelope, request: CloudTaskRequest, started: float
+    ) -> None:
+        self.task = task
+        self.data = data
+        self.request = request
+        self.started = started
+
+    def elapsed_ms(self) -> float:
+        """Milliseconds since the request arrived."""
+        return (time.perf_counter() - self.started) * 1000
+
+    def log(self, level: int, status: str, **fields: Any) -> None:
+        """Write the one log line of this delivery."""
+        extra = "".join(f" {key}={value}" for key, value in fields.items())
+        logger.log(
+            level,
+            "task=%s id=%s status=%s duration_ms=%.1f%s",
+            self.task.name,
+            self.data.id,
+            status,
+            self.elapsed_ms(),
+            extra,
         )
-        outcome = _answer(500, {"status": "failed", "error": type(exc).__name__})
-        return Outcome(outcome.status, outcome.content, exception=exc)
-    elapsed = (time.perf_counter() - started) * 1000
-    logger.info("task=%s id=%s status=success duration_ms=%.1f", task.name, data.id, elapsed)
-    return Outcome(200, _success_body(task.name, data.id, result), result=result)
+
+    def run(self, raise_exceptions: bool) -> Outcome:
+        """Run the function and turn how it ended into an Outcome."""
+        signals.send(signals.task_started, self.task, call_id=self.data.id, request=self.request)
+        try:
+            result = self.task.run(self.request, self.data.args, self.data.kwargs)
+        except Retry as exc:
+            if raise_exceptions:
+                self.log(logging.INFO, "retry-requested")
+                raise
+            return self.retry_requested(exc)
+        except Exception as exc:
+            if raise_exceptions:
+                self.log(logging.INFO, "failed")
+                raise
+            return self.failed(exc)
+        return self.succeeded(result)
+
+    def succeeded(self, result: Any) -> Outcome:
+        """Answer 200 with the result; the call is done."""
+        self.log(logging.INFO, "success")
+        signals.send(
+            signals.task_succeeded,
+            self.task,
+            call_id=self.data.id,
+            request=self.request,
+            result=result,
+            duration_ms=self.elapsed_ms(),
+        )
+        return Outcome(200, _success_body(self.task.name, self.data.id, result), result=result)
+
+    def failed(self, exc: Exception) -> Outcome:
+        """Answer 500 so Cloud Tasks retries, or 200 when the call has failed for good."""
+        verdict = failures.judge(self.task, self.request, exc)
+        error = type(exc).__name__
+        if verdict.action == "retry":
+            logger.exception(
+                "task=%s id=%s status=failed duration_ms=%.1f will_retry=true",
+                self.task.name,
+                self.data.id,
+                self.elapsed_ms(),
+            )
+            self.send_retrying(exc, countdown=None)
+            return _answer(500, {"status": "failed", "error": error}, exception=exc)
+        return self.give_up(exc, verdict.reason)
+
+    def retry_requested(self, retry: Retry) -> Outcome:
+        """Push a copy of the call for later and answer 200, unless max_retries is reached."""
+        if failures.judge_retry(self.task, self.request).action == "failed":
+            return self.give_up(retry.exc or retry, "max-retries")
+        try:
+            self.push_copy(retry.countdown)
+        except Exception:
+            # Nothing is lost: a 500 makes Cloud Tasks retry this attempt instead.
+            logger.exception("task=%s id=%s status=retry-push-failed", self.task.name, self.data.id)
+            return _answer(500, {"status": "failed", "error": "retry-push-failed"})
+        self.log(logging.INFO, "retrying", countdown_s=f"{retry.countdown.total_seconds():g}")
+        self.send_retrying(retry.exc, countdown=retry.countdown)
+        body = {
+            "status": "retrying",
+            "id": self.data.id,
+            "countdown": retry.countdown.total_seconds(),
+        }
+        return _answer(200, body)
+
+    def push_copy(self, countdown: timedelta) -> None:
+        """Push this call again, unnamed, keeping its id and counting the retry."""
+        from .backends import get_backend
+        from .task import schedule_time
+
+        backend = get_backend()
+        call = self.task(*self.data.args, **self.data.kwargs)
+        message = backend.build_message(
+            call,
+            eta=schedule_time(at=None, countdown=countdown),
+            name=None,
+            call_id=self.data.id,
+            extra={"retries": self.request.retries + 1},
+        )
+        backend.push(message)
+
+    def give_up(self, exc: BaseException, reason: str) -> Outcome:
+        """Record a final failure, push ``on_failure`` and answer so Cloud Tasks stops.
+
+        The answer is 200 when cloudtask decided to stop (so Cloud Tasks does not retry), and
+        500 on the queue's own last attempt, which Cloud Tasks will not retry anyway and then
+        shows as failed.
+        """
+        logger.error(
+            "task=%s id=%s status=failed duration_ms=%.1f will_retry=false reason=%s",
+            self.task.name,
+            self.data.id,
+            self.elapsed_ms(),
+            reason,
+            exc_info=exc,
+        )
+        signals.send(
+            signals.task_failed,
+            self.task,
+            call_id=self.data.id,
+            request=self.request,
+            error=exc,
+            reason=reason,
+            duration_ms=self.elapsed_ms(),
+        )
+        self.push_failure_handler(exc)
+        body = {
+            "status": "failed",
+            "error": type(exc).__name__,
+            "reason": reason,
+            "id": self.data.id,
+        }
+        return _answer(500 if reason == "max-attempts" else 200, body, exception=exc)
+
+    def push_failure_handler(self, exc: BaseException) -> None:
+        """Push the task's ``on_failure`` task; a problem there never changes the answer."""
+        handler = self.task.on_failure
+        if handler is None:
+            return
+        try:
+            if isinstance(handler, str):
+                handler = registry.get(handler)
+                failures.check_failure_handler(handler)
+            handler(
+                task=self.task.name,
+                id=self.data.id,
+                args=self.data.args,
+                kwargs=self.data.kwargs,
+                error=failures.describe(exc),
+            ).push()
+        except Exception:
+            logger.exception(
+                "task=%s id=%s on_failure_push_failed=%s", self.task.name, self.data.id, handler
+            )
+
+    def send_retrying(self, exc: BaseException | None, countdown: timedelta | None) -> None:
+        """Send ``task_retrying``."""
+        signals.send(
+            signals.task_retrying,
+            self.task,
+            call_id=self.data.id,
+            request=self.request,
+            error=exc,
+            countdown=countdown,
+            duration_ms=self.elapsed_ms(),
+        )
 
 
 def _success_body(name: str, call_id: str, result: Any) -> bytes:

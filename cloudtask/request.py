@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, NoReturn
+
+from . import conf
+from .exceptions import Retry
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -74,24 +77,56 @@ class CloudTaskRequest:
     retry_reason: str | None = None
     http_request: HttpRequest | None = None
     call_id: str = ""
+    #: Retries of this call so far: Cloud Tasks' own plus earlier ``request.retry()`` copies.
+    retries: int = 0
+    #: True when a failure now will not be retried (``max_retries`` or the queue's
+    #: ``max_attempts`` reached); also True when the call runs directly, in-process.
+    is_last_attempt: bool = False
 
     @classmethod
     def from_meta(
-        cls, meta: Mapping[str, str], http_request: HttpRequest | None = None, call_id: str = ""
+        cls,
+        meta: Mapping[str, str],
+        http_request: HttpRequest | None = None,
+        call_id: str = "",
+        *,
+        earlier_retries: int = 0,
+        max_retries: int | None = None,
+        max_attempts: int | None = None,
     ) -> CloudTaskRequest:
-        """Build the request from a request.META-like mapping."""
+        """Build the request from a request.META-like mapping and the retry limits."""
         get = meta.get
+        retry_count = _count(get("HTTP_X_CLOUDTASKS_TASKRETRYCOUNT"), 0) or 0
+        retries = earlier_retries + retry_count
+        last = (max_retries is not None and retries >= max_retries) or (
+            max_attempts is not None and max_attempts > 0 and retry_count + 1 >= max_attempts
+        )
         return cls(
             task_name=_text(get("HTTP_X_CLOUDTASKS_TASKNAME")),
             queue_name=_text(get("HTTP_X_CLOUDTASKS_QUEUENAME")),
-            retry_count=_count(get("HTTP_X_CLOUDTASKS_TASKRETRYCOUNT"), 0) or 0,
+            retry_count=retry_count,
             execution_count=_count(get("HTTP_X_CLOUDTASKS_TASKEXECUTIONCOUNT"), 0) or 0,
             eta=_eta(get("HTTP_X_CLOUDTASKS_TASKETA")),
             previous_response=_count(get("HTTP_X_CLOUDTASKS_TASKPREVIOUSRESPONSE"), None),
             retry_reason=_text(get("HTTP_X_CLOUDTASKS_TASKRETRYREASON")) or None,
             http_request=http_request,
             call_id=call_id,
+            retries=retries,
+            is_last_attempt=last,
         )
+
+    def retry(
+        self, *, countdown: float | timedelta = 0, exc: BaseException | None = None
+    ) -> NoReturn:
+        """End this attempt and run a copy of the call after ``countdown``.
+
+        Raises :class:`cloudtask.Retry`; the endpoint pushes the copy and answers 200. The
+        copy counts towards the task's ``max_retries``; past it, the call fails for good.
+        """
+        delay = conf.to_timedelta(countdown, "retry(countdown=...)")
+        if not timedelta(0) <= delay <= timedelta(days=30):
+            raise ValueError("retry(countdown=...) must be between 0 and 30 days.")
+        raise Retry(delay, exc)
 
 
 def cloud_tasks_headers(

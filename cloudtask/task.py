@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
 from django.utils import timezone
 
-from . import conf, envelope
+from . import conf, envelope, signals
 from .binding import ArgumentChecker
+from .failures import check_retry_options
 from .registry import registry
 from .request import CloudTaskRequest
 from .signing import SIGNATURE_HEADER
@@ -56,6 +58,9 @@ class Task(Generic[P, R]):
     named: bool = False
     timeout: timedelta | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    max_retries: int | None = None
+    retry_for: tuple[type[BaseException], ...] | None = None
+    on_failure: Task[Any, Any] | str | None = None
 
     def __post_init__(self) -> None:
         _check_options(self)
@@ -152,7 +157,7 @@ class TaskCall(Generic[R]):
     def execute(self) -> R:
         """Run the function now, in this process, as a task would run."""
         args, kwargs = self.arguments
-        return self.task.run(CloudTaskRequest(call_id=""), args, kwargs)
+        return self.task.run(CloudTaskRequest(is_last_attempt=True), args, kwargs)
 
     def __call__(self) -> R:
         """Run the function now, in this process (same as :meth:`execute`)."""
@@ -168,11 +173,20 @@ class TaskCall(Generic[R]):
             )
         backend = get_backend()
         message = backend.build_message(self, eta=eta, name=name)
-        return backend.push(message)
+        started = time.perf_counter()
+        handle = backend.push(message)
+        signals.send(
+            signals.task_pushed,
+            self.task,
+            call_id=message.call_id,
+            handle=handle,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        return handle
 
-    def envelope_body(self, call_id: str) -> bytes:
+    def envelope_body(self, call_id: str, extra: Mapping[str, Any] | None = None) -> bytes:
         """Return the JSON body carrying this call."""
-        return envelope.encode(self.task.name, call_id, self._arguments_json)
+        return envelope.encode(self.task.name, call_id, self._arguments_json, extra)
 
 
 def new_call_id() -> str:
@@ -235,6 +249,7 @@ def _check_options(task: Task[Any, Any]) -> None:
     object.__setattr__(
         task, "headers", check_headers(task.headers, f"@task(headers=...) of {task.name}")
     )
+    check_retry_options(task)
 
 
 def check_headers(headers: Any, what: str) -> dict[str, str]:
@@ -300,6 +315,9 @@ def task(
     name: str | None = None,
     timeout: float | timedelta | None = None,
     headers: Mapping[str, str] | None = None,
+    max_retries: int | None = None,
+    retry_for: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    on_failure: Task[Any, Any] | str | None = None,
 ) -> Callable[[Callable[Concatenate[CloudTaskRequest, P], R]], Task[P, R]]: ...
 
 
@@ -313,6 +331,9 @@ def task(
     name: str | None = None,
     timeout: float | timedelta | None = None,
     headers: Mapping[str, str] | None = None,
+    max_retries: int | None = None,
+    retry_for: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    on_failure: Task[Any, Any] | str | None = None,
 ) -> Task[P, R] | Callable[[Callable[Concatenate[CloudTaskRequest, P], R]], Task[P, R]]:
     """Register a function as a task; use bare (``@task``) or with options."""
 
@@ -328,6 +349,9 @@ def task(
             named=named,
             timeout=timeout,  # type: ignore[arg-type]  # normalised to timedelta in __post_init__
             headers=headers or {},
+            max_retries=max_retries,
+            retry_for=retry_for,  # type: ignore[arg-type]  # normalised to a tuple
+            on_failure=on_failure,
         )
         registry.register(definition)
         return definition

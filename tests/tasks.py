@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from cloudtask import CloudTaskRequest, task
@@ -80,3 +81,84 @@ def reports_atomic(request: CloudTaskRequest) -> bool:
     from django.db import connection
 
     return connection.in_atomic_block
+
+
+# Fixture tasks of the local queue and worker tests.
+
+release = threading.Event()
+
+
+@task
+def record_delivery(request: CloudTaskRequest, n: int) -> int:
+    calls.append(("record_delivery", (n, request.retry_count, request.task_name)))
+    return n
+
+
+@task
+def flaky(request: CloudTaskRequest, failures: int) -> int:
+    calls.append(("flaky", request))
+    if request.retry_count < failures:
+        raise RuntimeError(f"failing on purpose, attempt {request.retry_count + 1}")
+    return request.retry_count
+
+
+@task
+def blocks_until_released(request: CloudTaskRequest, seconds: float) -> bool:
+    calls.append(("blocks_until_released", request.retry_count))
+    return release.wait(seconds)
+
+
+# Failure handling ---------------------------------------------------------------------------
+
+
+@task
+def record_failure(
+    request: CloudTaskRequest,
+    task: str,
+    id: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    error: dict[str, str],
+) -> None:
+    calls.append(
+        ("record_failure", {"task": task, "id": id, "args": args, "kwargs": kwargs, "error": error})
+    )
+
+
+@task(max_retries=2, on_failure=record_failure)
+def fails_twice_allowed(request: CloudTaskRequest, n: int) -> None:
+    calls.append(("fails_twice_allowed", request.retries))
+    raise ValueError(f"attempt {request.retries} of {n}")
+
+
+@task(retry_for=ConnectionError, on_failure="tests.tasks.record_failure")
+def retries_connection_errors_only(request: CloudTaskRequest, kind: str) -> None:
+    calls.append(("retries_connection_errors_only", kind))
+    raise ConnectionError("down") if kind == "connection" else KeyError(kind)
+
+
+@task(on_failure=record_failure)
+def rejects(request: CloudTaskRequest) -> None:
+    from cloudtask import Reject
+
+    calls.append(("rejects", None))
+    raise Reject("order 42 no longer exists")
+
+
+@task(max_retries=2, on_failure=record_failure)
+def retries_itself(request: CloudTaskRequest, countdown: float = 60) -> None:
+    calls.append(("retries_itself", request.retries))
+    try:
+        raise TimeoutError("upstream slow")
+    except TimeoutError as exc:
+        request.retry(countdown=countdown, exc=exc)
+
+
+@task(max_retries=1)
+def reports_last_attempt(request: CloudTaskRequest) -> bool:
+    return request.is_last_attempt
+
+
+@task(on_failure="tests.tasks.no_such_handler")
+def fails_with_missing_handler(request: CloudTaskRequest) -> None:
+    raise ValueError("handler is missing")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
@@ -86,16 +86,22 @@ class BaseBackend:
         )
 
     def build_message(
-        self, call: TaskCall[Any], *, eta: datetime | None, name: str | None
+        self,
+        call: TaskCall[Any],
+        *,
+        eta: datetime | None,
+        name: str | None,
+        call_id: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> TaskMessage:
-        """Encode, sign and route one call."""
+        """Encode, sign and route one call (``call_id``/``extra`` are kept across retries)."""
         task = call.task
         url = call.url or conf.get("URL") or self.default_url()
         queue = task.queue or conf.get("QUEUE")
         if name is None and task.named:
             name = make_task_id(task.name)
-        call_id = new_call_id()
-        body = call.envelope_body(call_id)
+        call_id = call_id or new_call_id()
+        body = call.envelope_body(call_id, extra)
         limit = conf.get("MAX_BODY_SIZE")
         if len(body) > limit:
             raise PayloadTooLarge(len(body), limit)

@@ -1,0 +1,43 @@
+"""Signals sent around every task call; a receiver that raises is logged, never fatal.
+
+Every signal's sender is the task definition (``cloudtask.Task``) and carries ``call_id``.
+
+- ``task_pushed(task, call_id, handle, duration_ms)``: after a backend accepted a push.
+- ``task_started(task, call_id, request)``: before the function runs.
+- ``task_succeeded(task, call_id, request, result, duration_ms)``
+- ``task_retrying(task, call_id, request, error, countdown, duration_ms)``: this attempt ends
+  and the call will run again (Cloud Tasks retries it, or ``request.retry()`` pushed a copy;
+  ``countdown`` is None when Cloud Tasks' own backoff decides).
+- ``task_failed(task, call_id, request, error, reason, duration_ms)``: for good; ``reason`` is
+  ``rejected``, ``not-retryable``, ``max-retries`` or ``max-attempts``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.dispatch import Signal
+
+logger = logging.getLogger("cloudtask")
+
+task_pushed = Signal()
+task_started = Signal()
+task_succeeded = Signal()
+task_retrying = Signal()
+task_failed = Signal()
+
+
+def send(signal: Signal, task: Any, **kwargs: Any) -> None:
+    """Send ``signal``; log, rather than raise, what a receiver raises."""
+    if not signal.has_listeners(task):
+        return
+    for receiver, response in signal.send_robust(task, task=task, **kwargs):
+        if isinstance(response, Exception):
+            logger.error(
+                "task=%s id=%s signal_receiver_failed=%s",
+                task.name,
+                kwargs.get("call_id", "-"),
+                getattr(receiver, "__qualname__", receiver),
+                exc_info=response,
+            )
