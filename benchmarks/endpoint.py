@@ -97,9 +97,17 @@ def requests_for(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             add(**ARGS).delay()
     ours, plain = [], []
     for c in captured:
-        headers = {**c.http_request.headers, **cloud_tasks_headers(queue=c.queue, name=c.name, eta=None)}
+        headers = {
+            **c.http_request.headers,
+            **cloud_tasks_headers(queue=c.queue, name=c.name, eta=None),
+        }
         ours.append((environ("/_tasks/", c.http_request.body, headers), c.http_request.body))
-        plain.append((environ("/bare/", c.http_request.body, {"Content-Type": "application/json"}), c.http_request.body))
+        plain.append(
+            (
+                environ("/bare/", c.http_request.body, {"Content-Type": "application/json"}),
+                c.http_request.body,
+            )
+        )
     return ours, plain  # type: ignore[return-value]
 
 
@@ -148,9 +156,13 @@ def main() -> None:
     print(f"  ratio ours/bare: {statistics.median(ratios):.3f}   (target <= 1.25)")
 
     with capture_tasks() as captured:
-        push_t = statistics.median(timed(lambda: add(**ARGS).delay(), n) for _ in range(options.rounds))
+        push_t = statistics.median(
+            timed(lambda: add(**ARGS).delay(), n) for _ in range(options.rounds)
+        )
         assert len(captured) == n * options.rounds
-    dumps_t = statistics.median(timed(lambda: json.dumps({"kwargs": ARGS}), n) for _ in range(options.rounds))
+    dumps_t = statistics.median(
+        timed(lambda: json.dumps({"kwargs": ARGS}), n) for _ in range(options.rounds)
+    )
     print(f"push: {n} calls through capture_tasks (bind + JSON check + encode + sign)")
     print(f"  capture push   : {n / push_t:10.0f} pushes/s")
     print(f"  json.dumps     : {n / dumps_t:10.0f} dumps/s")

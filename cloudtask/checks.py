@@ -13,20 +13,36 @@
 | cloudtask.E009 | TIMEOUT is not a duration between 15 s and 30 min |
 | cloudtask.E010 | the task endpoint is not in the URLconf |
 | cloudtask.E011 | MAX_BODY_SIZE is not a positive integer |
+| cloudtask.E020 | OIDC is not a dict, or has an unknown key |
+| cloudtask.E021 | OIDC AUDIENCE is not an absolute http(s) URL, or none can be derived |
+| cloudtask.E022 | OIDC required but SERVICE_ACCOUNTS (default [SAE]) empty or not strings |
+| cloudtask.E023 | OIDC ISSUERS is not a non-empty list of strings |
+| cloudtask.E024 | OIDC CERTS_URL is not an absolute http(s) URL |
+| cloudtask.E025 | OIDC CLOCK_SKEW is not a duration between 0 and 5 minutes |
+| cloudtask.E026 | OIDC REQUIRED is not True or False |
+| cloudtask.E030 | QUEUES is not a dict of queue names to option dicts |
+| cloudtask.E031 | a queue name in QUEUES is not a valid queue id |
+| cloudtask.E032 | a queue in QUEUES has an unknown option |
+| cloudtask.E033 | a queue option has a wrong type or is outside Cloud Tasks' range |
+| cloudtask.E034 | LOCAL_DEDUP_WINDOW is not a duration of zero or more |
 | cloudtask.W001 | unknown key in CLOUDTASK (a typo?) |
 | cloudtask.W002 | (deploy) SECRET shorter than 32 characters |
 | cloudtask.W003 | (deploy) a development backend with DEBUG = False |
+| cloudtask.W020 | (deploy) OIDC required but the audience is not an https URL |
+| cloudtask.W021 | (deploy) OIDC required but CERTS_URL is not an https URL |
+| cloudtask.W022 | (deploy) OIDC REQUIRED is False while SAE is set: tokens go unchecked |
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from . import conf, signing
+from . import conf, oidc, queues, signing
 from .exceptions import ConfigurationError
 
 DEVELOPMENT_BACKENDS = {conf.LOCAL_BACKEND, conf.IMMEDIATE_BACKEND}
@@ -64,6 +80,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     except ConfigurationError as exc:
         messages.append(Error(str(exc), id="cloudtask.E007"))
     messages += _check_urlconf()
+    messages += queues.check_queues()
     return messages
 
 
@@ -146,6 +163,96 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 "while DEBUG is False.",
                 hint=f"Use {conf.CLOUD_TASKS_BACKEND!r} (set PROJECT, LOCATION and URL).",
                 id="cloudtask.W003",
+            )
+        )
+    return messages
+
+
+_OIDC_CHECK_IDS = {
+    "ISSUERS": "cloudtask.E023",
+    "CERTS_URL": "cloudtask.E024",
+    "CLOCK_SKEW": "cloudtask.E025",
+    "REQUIRED": "cloudtask.E026",
+}
+
+
+def check_oidc(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Report invalid CLOUDTASK['OIDC'] settings."""
+    try:
+        conf.user_settings()
+    except ConfigurationError:
+        return []  # reported by check_settings as E001
+    try:
+        options = conf.oidc_options()
+    except ConfigurationError as exc:
+        return [Error(str(exc), hint="CLOUDTASK['OIDC'] = {'AUDIENCE': ...}", id="cloudtask.E020")]
+    messages: list[CheckMessage] = [
+        Error(
+            f"CLOUDTASK['OIDC'] has an unknown key {key!r}.",
+            hint=f"Known keys: {', '.join(conf.OIDC_KEYS)}.",
+            id="cloudtask.E020",
+        )
+        for key in options
+        if key not in conf.OIDC_KEYS
+    ]
+    required = conf.oidc_required()
+    # The default audience is URL (checked as E005/E006), or the backend's own URL.
+    if "AUDIENCE" in options or (required and not conf.get("URL")):
+        messages += _check_oidc_key("AUDIENCE", "cloudtask.E021")
+    if "SERVICE_ACCOUNTS" in options or required:
+        messages += _check_oidc_key(
+            "SERVICE_ACCOUNTS",
+            "cloudtask.E022",
+            hint="Set CLOUDTASK['SAE'] to the service account Cloud Tasks mints tokens for, "
+            "or list the accepted ones in CLOUDTASK['OIDC']['SERVICE_ACCOUNTS'].",
+        )
+    for key, check_id in _OIDC_CHECK_IDS.items():
+        messages += _check_oidc_key(key, check_id)
+    return messages
+
+
+def _check_oidc_key(key: str, check_id: str, hint: str | None = None) -> list[CheckMessage]:
+    try:
+        oidc.read_setting(key)
+    except (TypeError, ValueError, ConfigurationError) as exc:
+        return [Error(str(exc), hint=hint, id=check_id)]
+    return []
+
+
+def check_oidc_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Flag OIDC choices that do not belong in production when ``check --deploy`` runs."""
+    try:
+        required = conf.oidc_required()
+        audience = oidc.read_setting("AUDIENCE") if required else ""
+        certs_url = oidc.read_setting("CERTS_URL")
+    except (TypeError, ValueError, ConfigurationError):
+        return []  # reported by check_settings / check_oidc
+    messages: list[CheckMessage] = []
+    if required and urlsplit(audience).scheme != "https":
+        messages.append(
+            Warning(
+                f"The OIDC audience {audience!r} is not an https URL.",
+                hint="Cloud Tasks delivers to https targets: set CLOUDTASK['URL'] (or "
+                "CLOUDTASK['OIDC']['AUDIENCE']) to the endpoint's https URL.",
+                id="cloudtask.W020",
+            )
+        )
+    if required and urlsplit(certs_url).scheme != "https":
+        messages.append(
+            Warning(
+                f"CLOUDTASK['OIDC']['CERTS_URL'] {certs_url!r} is not an https URL: anyone on "
+                "the path could substitute signing keys.",
+                hint=f"Remove it to use Google's {conf.GOOGLE_CERTS_URL!r}.",
+                id="cloudtask.W021",
+            )
+        )
+    if not required and conf.get("SAE"):
+        messages.append(
+            Warning(
+                "CLOUDTASK['OIDC']['REQUIRED'] is False while SAE is set: the OIDC tokens "
+                "Cloud Tasks sends are not checked, only the HMAC signature.",
+                hint="Remove REQUIRED to verify them.",
+                id="cloudtask.W022",
             )
         )
     return messages

@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "AUTO_CREATE_QUEUES": True,
     "OIDC": None,
     "QUEUES": {},
+    # How long LocalBackend refuses a task name after the task ran or was deleted (Cloud
+    # Tasks reserves it for about an hour for queues it created).
+    "LOCAL_DEDUP_WINDOW": 3600,
 }
 
 #: Settings that affect cached values; a change to any of them calls the reset hooks.
@@ -129,6 +132,43 @@ def check_url(value: Any, what: str) -> str:
             f"'https://app.example.com/_tasks/', not {value!r}."
         )
     return value
+
+
+def check_dedup_window(value: Any, what: str) -> timedelta:
+    """Validate the local de-duplication window: a duration of zero or more."""
+    window = to_timedelta(value, what)
+    if window < timedelta(0):
+        raise ValueError(f"{what} must not be negative, not {window.total_seconds():g} seconds.")
+    return window
+
+
+#: The ``iss`` values Google puts in the ID tokens it mints.
+GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
+#: Google's OIDC signing certificates, as ``{kid: PEM certificate}``.
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+#: Every key CLOUDTASK["OIDC"] understands.
+OIDC_KEYS = ("AUDIENCE", "SERVICE_ACCOUNTS", "ISSUERS", "CERTS_URL", "CLOCK_SKEW", "REQUIRED")
+
+
+def oidc_options() -> Mapping[str, Any]:
+    """Return CLOUDTASK['OIDC'] ({} when unset), refusing anything that is not a dict."""
+    value = get("OIDC")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"CLOUDTASK['OIDC'] must be a dict of OIDC settings, not {type(value).__name__}."
+        )
+    return value
+
+
+def oidc_required() -> bool:
+    """Return whether task requests need an OIDC token on top of the HMAC signature."""
+    options = get("OIDC")
+    if isinstance(options, Mapping) and "REQUIRED" in options:
+        # Only an explicit False turns it off: a malformed value fails closed.
+        return options["REQUIRED"] is not False
+    return bool(get("SAE")) or options is not None
 
 
 def check_queue_name(value: Any, what: str) -> str:

@@ -120,3 +120,19 @@ class PayloadRefused(InvalidRequest):
 
     status = 413
     code = "too-large"
+
+
+class InvalidToken(AuthenticationFailed):
+    """The OIDC token is missing or invalid; ``reason`` says why, for the log only."""
+
+    def __init__(self, reason: str) -> None:
+        # The answer stays generic: it must not help anyone forge a better token.
+        super().__init__("invalid or missing OIDC token")
+        self.reason = reason
+
+
+class CertificatesUnavailable(InvalidRequest):
+    """No Google signing certificate could be had to check the OIDC token (503: retried)."""
+
+    status = 503
+    code = "certificates-unavailable"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import conf, envelope, failures, signals, signing
-from .exceptions import ArgumentsDoNotBind, ConfigurationError, InvalidRequest, Retry
+from . import conf, envelope, failures, oidc, signals, signing
+from .exceptions import ArgumentsDoNotBind, ConfigurationError, InvalidRequest, InvalidToken, Retry
 from .registry import registry
 from .request import CloudTaskRequest
 
@@ -42,8 +42,10 @@ def _answer(status: int, body: dict[str, Any], exception: BaseException | None =
 
 def refuse(error: InvalidRequest, *, task: str = "-", call_id: str = "-") -> Outcome:
     """Log and answer a refused request; the detail never contains secrets."""
+    # An invalid token answers a generic detail; the log gets the specific reason.
+    reason = error.reason if isinstance(error, InvalidToken) else error.detail
     logger.warning(
-        "task=%s id=%s status=refused code=%s reason=%s", task, call_id, error.code, error.detail
+        "task=%s id=%s status=refused code=%s reason=%s", task, call_id, error.code, reason
     )
     return _answer(error.status, {"status": "error", "error": error.code, "detail": error.detail})
 
@@ -60,6 +62,7 @@ def deliver(
     started = time.perf_counter()
     try:
         signing.verify(path, body, meta.get(signing.SIGNATURE_META_KEY))
+        oidc_email = _verify_oidc(meta) if http_request is not None else None
         data = envelope.decode(body)
         task = registry.get(data.task)
         try:
@@ -78,8 +81,14 @@ def deliver(
         earlier_retries=_earlier_retries(data),
         max_retries=task.max_retries,
         max_attempts=_queue_max_attempts(meta.get("HTTP_X_CLOUDTASKS_QUEUENAME", "")),
+        oidc_email=oidc_email,
     )
     return Execution(task, data, request, started).run(raise_exceptions)
+
+
+def _verify_oidc(meta: Mapping[str, str]) -> str | None:
+    # Only requests that arrive over HTTP carry a token: ImmediateBackend delivers in-process.
+    return oidc.verify_request(meta) if conf.oidc_required() else None
 
 
 def _earlier_retries(data: Envelope) -> int:

@@ -82,6 +82,8 @@ class CloudTaskRequest:
     #: True when a failure now will not be retried (``max_retries`` or the queue's
     #: ``max_attempts`` reached); also True when the call runs directly, in-process.
     is_last_attempt: bool = False
+    #: The service account whose OIDC token authenticated the request (None without OIDC).
+    oidc_email: str | None = None
 
     @classmethod
     def from_meta(
@@ -93,6 +95,7 @@ class CloudTaskRequest:
         earlier_retries: int = 0,
         max_retries: int | None = None,
         max_attempts: int | None = None,
+        oidc_email: str | None = None,
     ) -> CloudTaskRequest:
         """Build the request from a request.META-like mapping and the retry limits."""
         get = meta.get
@@ -113,6 +116,7 @@ class CloudTaskRequest:
             call_id=call_id,
             retries=retries,
             is_last_attempt=last,
+            oidc_email=oidc_email,
         )
 
     def retry(

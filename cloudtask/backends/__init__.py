@@ -42,6 +42,11 @@ def _configured() -> BaseBackend:
 conf.on_change(_configured.cache_clear)
 
 
+def development_tokens_trusted() -> bool:
+    """Return True while an override that signs development OIDC tokens is active."""
+    return any(getattr(b, "trusts_development_tokens", False) for b in _overrides)
+
+
 def get_backend() -> BaseBackend:
     """Return the backend pushes go to: an active override, else the configured one."""
     if _overrides:

@@ -1,0 +1,189 @@
+"""OIDC settings: the required rule, defaults, validation and the system checks E02x/W02x."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from cloudtask import ConfigurationError, conf, oidc
+from cloudtask.checks import check_oidc, check_oidc_deploy
+
+SAE = "invoker@my-project.iam.gserviceaccount.com"
+CLOUD = {
+    "PROJECT": "my-project",
+    "LOCATION": "europe-west6",
+    "URL": "https://app.example.com/_tasks/",
+    "SAE": SAE,
+}
+IMMEDIATE = {"BACKEND": conf.IMMEDIATE_BACKEND}
+
+
+def ids(messages: list[Any]) -> list[str]:
+    return [m.id for m in messages]
+
+
+@pytest.mark.parametrize(
+    ("cloudtask", "required"),
+    [
+        ({}, False),
+        ({"SAE": SAE}, True),
+        ({"OIDC": {}}, True),
+        ({"OIDC": {"AUDIENCE": "https://a.example/"}}, True),
+        ({"SAE": SAE, "OIDC": {"REQUIRED": False}}, False),
+        ({"OIDC": {"REQUIRED": True}}, True),
+        ({"SAE": SAE, "OIDC": {"REQUIRED": "no"}}, True),  # malformed: fails closed
+        ({"SAE": SAE, "OIDC": {"REQUIRED": None}}, True),
+        ({"OIDC": "yes"}, True),
+    ],
+)
+def test_when_oidc_is_required(cloudtask: dict[str, Any], required: bool) -> None:
+    with override_settings(CLOUDTASK=cloudtask):
+        assert conf.oidc_required() is required
+
+
+def test_defaults() -> None:
+    with override_settings(CLOUDTASK=CLOUD):
+        resolved = oidc.settings()
+    assert resolved == oidc.OidcSettings(
+        audience="https://app.example.com/_tasks/",
+        service_accounts=(SAE,),
+        issuers=("https://accounts.google.com", "accounts.google.com"),
+        certs_url="https://www.googleapis.com/oauth2/v1/certs",
+        clock_skew=10.0,
+        trust_development_key=False,
+    )
+
+
+def test_every_setting_is_applied() -> None:
+    options = {
+        "AUDIENCE": "https://tasks.example.com/",
+        "SERVICE_ACCOUNTS": ["a@p.iam.gserviceaccount.com", "b@p.iam.gserviceaccount.com"],
+        "ISSUERS": ["https://accounts.google.com"],
+        "CERTS_URL": "https://certs.example.com/v1",
+        "CLOCK_SKEW": timedelta(seconds=30),
+        "REQUIRED": True,
+    }
+    with override_settings(CLOUDTASK={**CLOUD, "OIDC": options}):
+        resolved = oidc.settings()
+    assert resolved.audience == "https://tasks.example.com/"
+    assert resolved.service_accounts == tuple(options["SERVICE_ACCOUNTS"])
+    assert resolved.issuers == ("https://accounts.google.com",)
+    assert resolved.certs_url == "https://certs.example.com/v1"
+    assert resolved.clock_skew == 30.0
+
+
+def test_invalid_settings_raise_a_clear_configuration_error() -> None:
+    with (
+        override_settings(CLOUDTASK={**CLOUD, "OIDC": {"CLOCK_SKEW": 900}}),
+        pytest.raises(ConfigurationError) as raised,
+    ):
+        oidc.settings()
+    assert str(raised.value) == (
+        "CLOUDTASK['OIDC']['CLOCK_SKEW'] must be between 0 and 300 seconds, not 900."
+    )
+
+
+def test_unknown_keys_are_a_configuration_error() -> None:
+    with (
+        override_settings(CLOUDTASK={**CLOUD, "OIDC": {"AUDIENCES": [], 1: 2}}),
+        pytest.raises(ConfigurationError) as raised,
+    ):
+        oidc.settings()
+    assert str(raised.value).startswith("CLOUDTASK['OIDC'] has unknown keys ['AUDIENCES', 1];")
+
+
+def test_the_test_settings_and_a_complete_configuration_are_clean() -> None:
+    assert check_oidc() == []
+    with override_settings(CLOUDTASK=CLOUD):
+        assert check_oidc() == []
+        assert check_oidc_deploy() == []
+
+
+@pytest.mark.parametrize(
+    ("cloudtask", "expected", "text"),
+    [
+        ({**IMMEDIATE, "OIDC": "yes"}, "cloudtask.E020", "CLOUDTASK['OIDC'] must be a dict"),
+        ({**CLOUD, "OIDC": {"AUDIENCES": []}}, "cloudtask.E020", "unknown key 'AUDIENCES'"),
+        ({**CLOUD, "OIDC": {"AUDIENCE": "/_tasks/"}}, "cloudtask.E021", "absolute http(s) URL"),
+        ({**CLOUD, "OIDC": {"AUDIENCE": 5}}, "cloudtask.E021", "must be a string URL"),
+        (
+            {"PROJECT": "p", "LOCATION": "l", "SAE": SAE},
+            "cloudtask.E021",
+            "OIDC verification needs the token audience",
+        ),
+        (
+            {**IMMEDIATE, "OIDC": {}},
+            "cloudtask.E022",
+            "SERVICE_ACCOUNTS'] (default: [CLOUDTASK['SAE']]) must be a non-empty list",
+        ),
+        (
+            {**CLOUD, "OIDC": {"SERVICE_ACCOUNTS": []}},
+            "cloudtask.E022",
+            "must be a non-empty list of non-empty strings",
+        ),
+        (
+            {**CLOUD, "OIDC": {"SERVICE_ACCOUNTS": SAE}},
+            "cloudtask.E022",
+            "must be a list of strings, not str",
+        ),
+        ({**CLOUD, "OIDC": {"ISSUERS": []}}, "cloudtask.E023", "ISSUERS'] must be a non-empty"),
+        ({**CLOUD, "OIDC": {"CERTS_URL": "certs"}}, "cloudtask.E024", "absolute http(s) URL"),
+        ({**CLOUD, "OIDC": {"CLOCK_SKEW": -1}}, "cloudtask.E025", "between 0 and 300 seconds"),
+        ({**CLOUD, "OIDC": {"CLOCK_SKEW": "10"}}, "cloudtask.E025", "number of seconds"),
+        ({**CLOUD, "OIDC": {"REQUIRED": "no"}}, "cloudtask.E026", "must be True or False"),
+    ],
+)
+def test_each_misconfiguration_has_its_id(
+    cloudtask: dict[str, Any], expected: str, text: str
+) -> None:
+    with override_settings(CLOUDTASK=cloudtask):
+        messages = check_oidc()
+    assert ids(messages) == [expected]
+    assert text in messages[0].msg
+
+
+def test_unused_defaults_are_not_checked_when_oidc_is_off() -> None:
+    with override_settings(CLOUDTASK={**IMMEDIATE, "OIDC": {"REQUIRED": False}}):
+        assert check_oidc() == []
+
+
+@pytest.mark.parametrize(
+    ("cloudtask", "expected"),
+    [
+        ({**CLOUD, "URL": "http://app.example.com/_tasks/"}, ["cloudtask.W020"]),
+        ({**CLOUD, "OIDC": {"AUDIENCE": "http://app.example.com/"}}, ["cloudtask.W020"]),
+        ({**CLOUD, "OIDC": {"CERTS_URL": "http://certs.example.com/"}}, ["cloudtask.W021"]),
+        ({**CLOUD, "OIDC": {"REQUIRED": False}}, ["cloudtask.W022"]),
+        (
+            {**CLOUD, "URL": "http://app.example.com/_tasks/", "OIDC": {"REQUIRED": False}},
+            ["cloudtask.W022"],
+        ),
+        ({**CLOUD, "OIDC": {"CLOCK_SKEW": "x"}}, []),  # an error, reported by check_oidc
+    ],
+)
+def test_deploy_warnings(cloudtask: dict[str, Any], expected: list[str]) -> None:
+    with override_settings(CLOUDTASK=cloudtask):
+        assert ids(check_oidc_deploy()) == expected
+
+
+def test_check_command_reports_oidc_errors() -> None:
+    with (
+        override_settings(CLOUDTASK={**CLOUD, "OIDC": {"SERVICE_ACCOUNTS": []}}),
+        pytest.raises(SystemCheckError) as raised,
+    ):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    assert "cloudtask.E022" in str(raised.value)
+
+
+def test_check_deploy_command_reports_oidc_warnings() -> None:
+    out = StringIO()
+    insecure = {**IMMEDIATE, "SAE": SAE, "URL": "http://app.example.com/_tasks/"}
+    with override_settings(CLOUDTASK=insecure):
+        call_command("check", "--deploy", stdout=out, stderr=out, fail_level="ERROR")
+    assert "cloudtask.W020" in out.getvalue()
