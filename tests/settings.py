@@ -17,3 +17,4 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
 ]
 CLOUDTASK = {"BACKEND": "cloudtask.backends.immediate.ImmediateBackend"}
+STATIC_URL = "/static/"

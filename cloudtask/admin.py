@@ -1,0 +1,99 @@
+"""Admin for the local queue: inspect tasks, run or retry them, pause and purge queues."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin, messages
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
+
+from .backends import local
+from .models import LocalQueue, LocalTask
+
+if TYPE_CHECKING:
+    TaskAdminBase = admin.ModelAdmin[LocalTask]
+    QueueAdminBase = admin.ModelAdmin[LocalQueue]
+else:  # ModelAdmin is generic only in the type stubs
+    TaskAdminBase = QueueAdminBase = admin.ModelAdmin
+
+
+def _ids(queryset: QuerySet[LocalTask]) -> Q:
+    return Q(pk__in=list(queryset.values_list("pk", flat=True)))
+
+
+@admin.register(LocalTask)
+class LocalTaskAdmin(TaskAdminBase):
+    list_display = (
+        "name",
+        "task",
+        "queue",
+        "status",
+        "dispatch_count",
+        "last_response_status",
+        "schedule_time",
+        "last_attempt_at",
+    )
+    list_filter = ("status", "queue")
+    search_fields = ("name", "task")
+    date_hierarchy = "created_at"
+    actions = ("run_now", "retry", "delete_tasks")
+    readonly_fields = tuple(
+        f.name for f in LocalTask._meta.get_fields() if f.concrete and f.name != "id"
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # tasks are pushed by code, never typed in
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        # Deleting rows outright would free their names at once; delete_tasks keeps them.
+        actions.pop("delete_selected", None)
+        return actions
+
+    @admin.action(description="Run selected tasks now")
+    def run_now(self, request: HttpRequest, queryset: QuerySet[LocalTask]) -> None:
+        count = local.run_now(_ids(queryset))
+        self.message_user(request, f"{count} queued task(s) made due now.", fail_silently=True)
+
+    @admin.action(description="Retry selected failed tasks")
+    def retry(self, request: HttpRequest, queryset: QuerySet[LocalTask]) -> None:
+        count = local.retry(_ids(queryset))
+        self.message_user(request, f"{count} failed task(s) queued again.", fail_silently=True)
+
+    @admin.action(description="Delete selected tasks (their names stay taken a while)")
+    def delete_tasks(self, request: HttpRequest, queryset: QuerySet[LocalTask]) -> None:
+        count = local.delete_tasks(_ids(queryset))
+        self.message_user(
+            request, f"{count} task(s) deleted.", messages.WARNING, fail_silently=True
+        )
+
+
+@admin.register(LocalQueue)
+class LocalQueueAdmin(QueueAdminBase):
+    list_display = ("name", "paused", "waiting")
+    list_filter = ("paused",)
+    search_fields = ("name",)
+    actions = ("pause", "resume", "purge")
+
+    @admin.display(description="waiting tasks")
+    def waiting(self, queue: LocalQueue) -> int:
+        found = LocalTask.objects.filter(queue=queue.name, status__in=("queued", "running"))
+        return int(found.aggregate(n=Count("pk"))["n"])
+
+    @admin.action(description="Pause selected queues")
+    def pause(self, request: HttpRequest, queryset: QuerySet[LocalQueue]) -> None:
+        for name in queryset.values_list("name", flat=True):
+            local.pause(name)
+        self.message_user(request, "Queue(s) paused.", fail_silently=True)
+
+    @admin.action(description="Resume selected queues")
+    def resume(self, request: HttpRequest, queryset: QuerySet[LocalQueue]) -> None:
+        for name in queryset.values_list("name", flat=True):
+            local.pause(name, paused=False)
+        self.message_user(request, "Queue(s) resumed.", fail_silently=True)
+
+    @admin.action(description="Purge selected queues (delete their waiting tasks)")
+    def purge(self, request: HttpRequest, queryset: QuerySet[LocalQueue]) -> None:
+        count = sum(local.purge(name) for name in queryset.values_list("name", flat=True))
+        self.message_user(request, f"{count} task(s) purged.", messages.WARNING, fail_silently=True)

@@ -1,0 +1,239 @@
+"""One attempt of a local task: the HTTP request Cloud Tasks would make, and its outcome."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from http.client import (
+    HTTPConnection,
+    HTTPException,
+    HTTPResponse,
+    HTTPSConnection,
+    RemoteDisconnected,
+)
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from .. import conf
+from ..request import cloud_tasks_headers
+from .local import Claimed
+
+if TYPE_CHECKING:
+    from ..queues import QueueConfig
+
+logger = logging.getLogger("cloudtask.worker")
+
+#: How much of a response body is kept for inspection.
+EXCERPT_CHARS = 500
+#: The longest Retry-After honoured, so a bad header cannot park a queue for good.
+MAX_RETRY_AFTER = timedelta(hours=1)
+
+#: How long one development OIDC token is reused.
+TOKEN_REUSE = 300.0
+
+_local = threading.local()
+_tokens: dict[str, tuple[str, float]] = {}
+_token_lock = threading.Lock()
+conf.on_change(_tokens.clear)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the endpoint answered, or why there was no answer."""
+
+    status: int | None
+    excerpt: str
+    reason: str = ""
+    retry_after: timedelta | None = None
+    duration: float = 0.0
+    #: False when the attempt was not made (the previous worker's lease ran out instead).
+    dispatched: bool = True
+
+
+def _pool() -> dict[tuple[str, str, int], HTTPConnection]:
+    # One pool per thread: each thread keeps its connections open between deliveries.
+    pool: dict[tuple[str, str, int], HTTPConnection] | None = getattr(_local, "pool", None)
+    if pool is None:
+        pool = _local.pool = {}
+    return pool
+
+
+def close_session() -> None:
+    """Close this thread's open connections."""
+    for connection in _pool().values():
+        connection.close()
+    _pool().clear()
+
+
+def _post(claimed: Claimed, headers: dict[str, str]) -> tuple[HTTPResponse, bytes]:
+    """Send the request on this thread's connection to the target, reconnecting once."""
+    parts = urlsplit(claimed.url)
+    secure = parts.scheme == "https"
+    key = (parts.scheme, parts.hostname or "", parts.port or (443 if secure else 80))
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    timeout = claimed.deadline.total_seconds()
+    pool = _pool()
+    for attempt in (1, 2):
+        connection = pool.get(key)
+        if connection is None:
+            kind = HTTPSConnection if secure else HTTPConnection
+            connection = pool[key] = kind(key[1], key[2], timeout=timeout)
+        reused = connection.sock is not None
+        connection.timeout = timeout
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout)
+        try:
+            connection.request(claimed.method, target, body=claimed.body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except (RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            connection.close()
+            del pool[key]
+            # The server closed a kept-alive connection before reading: send it again.
+            if reused and attempt == 1:
+                continue
+            raise
+        except BaseException:
+            connection.close()
+            del pool[key]
+            raise
+        if response.will_close:
+            connection.close()
+            del pool[key]
+        return response, data
+    raise AssertionError("unreachable")
+
+
+def request_headers(claimed: Claimed) -> dict[str, str]:
+    """Return the stored headers with the ones Cloud Tasks adds on this attempt."""
+    retry = claimed.dispatch_count > 1
+    headers = {
+        **claimed.headers,
+        **cloud_tasks_headers(
+            queue=claimed.queue,
+            name=claimed.name,
+            eta=claimed.schedule_time,
+            retry_count=claimed.dispatch_count - 1,
+            execution_count=claimed.execution_count,
+            previous_response=claimed.previous_response if retry else None,
+            retry_reason=claimed.retry_reason if retry else None,
+        ),
+    }
+    headers.update(_oidc_header())
+    return headers
+
+
+def _oidc_header() -> dict[str, str]:
+    """Return a development-key OIDC token when the endpoint requires OIDC tokens."""
+    if not conf.oidc_required():
+        return {}
+    # Imported here: the OIDC module loads google-auth, which nothing else here needs.
+    from .. import oidc
+
+    # Like Cloud Tasks, the token is for the configured audience and the first allowed
+    # service account; the endpoint trusts this key only while LocalBackend is configured.
+    audience = oidc.settings().audience
+    with _token_lock:
+        token, renew_at = _tokens.get(audience, ("", 0.0))
+        if time.monotonic() >= renew_at:
+            # Reused for a few minutes (tokens live an hour): signing costs more than a POST.
+            token = oidc.development_token(audience, "")
+            _tokens[audience] = (token, time.monotonic() + TOKEN_REUSE)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def dispatch(claimed: Claimed) -> Answer:
+    """Make the HTTP request of one attempt, with the dispatch deadline as timeout."""
+    started = time.perf_counter()
+    try:
+        response, data = _post(claimed, request_headers(claimed))
+    except TimeoutError:
+        return Answer(None, "", "DEADLINE_EXCEEDED", duration=time.perf_counter() - started)
+    except (OSError, HTTPException) as exc:
+        excerpt = f"{type(exc).__name__}: {exc}"[:EXCERPT_CHARS]
+        return Answer(None, excerpt, "UNAVAILABLE", duration=time.perf_counter() - started)
+    status = response.status
+    return Answer(
+        status=status,
+        excerpt=data[: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS],
+        reason=_reason(status),
+        retry_after=_retry_after(response.getheader("Retry-After", ""))
+        if status in (429, 503)
+        else None,
+        duration=time.perf_counter() - started,
+    )
+
+
+def _reason(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
+def _retry_after(header: str) -> timedelta | None:
+    value = header.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        delay = timedelta(seconds=int(value))
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        delay = when - datetime.now(timezone.utc)
+    return max(timedelta(0), min(delay, MAX_RETRY_AFTER))
+
+
+def outcome_fields(
+    claimed: Claimed, answer: Answer, config: QueueConfig, now: datetime
+) -> tuple[str, dict[str, Any]]:
+    """Return the outcome ("succeeded", "retry", "failed") and the fields to store."""
+    answered = answer.status is not None
+    # Cloud Tasks' execution count leaves out 5xx answers.
+    executed = answer.status is not None and answer.status < 500
+    # Every outcome sets the same fields, so a batch of them is one UPDATE.
+    fields: dict[str, Any] = {
+        "last_response_status": answer.status,
+        "last_response": answer.excerpt,
+        "response_count": claimed.response_count + int(answered),
+        "execution_count": claimed.execution_count + int(executed),
+        "retry_reason": answer.reason[:200],
+        "finished_at": now,
+        "schedule_time": claimed.schedule_time,
+        "dispatch_count": claimed.dispatch_count - (not answer.dispatched),
+    }
+    if answer.status is not None and 200 <= answer.status < 300:
+        return "succeeded", {**fields, "status": "succeeded", "retry_reason": ""}
+    if config.exhausted(fields["dispatch_count"], now - claimed.first_attempt_at):
+        return "failed", {**fields, "status": "failed"}
+    delay = config.backoff(fields["dispatch_count"])
+    if answer.retry_after is not None:
+        delay = max(delay, answer.retry_after)
+    return "retry", {
+        **fields,
+        "status": "queued",
+        "finished_at": None,
+        "schedule_time": now + delay,
+    }
+
+
+def dispatch_line(claimed: Claimed, answer: Answer, outcome: str, fields: dict[str, Any]) -> str:
+    """Return the one log line of a recorded attempt."""
+    status = answer.status if answer.status is not None else answer.reason
+    line = (
+        f"task={claimed.task} name={claimed.name} queue={claimed.queue} "
+        f"attempt={claimed.dispatch_count} status={status} "
+        f"duration_ms={answer.duration * 1000:.1f} outcome={outcome}"
+    )
+    if outcome == "retry":
+        line += f" next_eta={fields['schedule_time'].isoformat(timespec='milliseconds')}"
+    return line

@@ -1,0 +1,99 @@
+"""``manage.py cloudtask_worker``: deliver the local queue's tasks over HTTP."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ... import queues
+from ...backends.local import awaiting_retry
+from ...exceptions import ConfigurationError
+from ...worker import Worker
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(value)
+    return number
+
+
+class Command(BaseCommand):
+    help = (
+        "Deliver tasks stored by LocalBackend to the task endpoint over HTTP, with Cloud Tasks' "
+        "headers, retries and queue limits. Ctrl+C once finishes in-flight work; twice exits."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--queue",
+            action="append",
+            dest="queues",
+            metavar="NAME",
+            help="Only deliver this queue (repeatable; default: every queue).",
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=_positive_int,
+            default=10,
+            help="How many deliveries may be in flight at once (default 10).",
+        )
+        parser.add_argument(
+            "--burst",
+            action="store_true",
+            help="Deliver every due task, then exit: 0 if none failed or awaits a retry, else 1.",
+        )
+        parser.add_argument(
+            "--poll-interval",
+            type=_positive_float,
+            default=0.5,
+            help="Seconds between looks at the database when idle (default 0.5).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            queues.configured()
+            for name in options["queues"] or ():
+                queues.parse(name, {})
+        except ConfigurationError as exc:
+            raise CommandError(str(exc)) from None
+        verbosity = options["verbosity"]
+        worker = Worker(
+            queues=options["queues"],
+            concurrency=options["concurrency"],
+            poll_interval=options["poll_interval"],
+            log=self._writer(verbosity),
+        )
+        if verbosity:
+            mode = "burst" if options["burst"] else "watching"
+            served = ",".join(worker.queues or ["*"])
+            self.stdout.write(f"cloudtask_worker mode={mode} queues={served} pid={os.getpid()}")
+        restore = worker.install_signal_handlers()
+        try:
+            summary = worker.run(burst=options["burst"])
+        finally:
+            restore()
+        self.stdout.write(f"cloudtask_worker {summary.line()}")
+        if worker.in_flight:
+            # Second signal: leave at once; leases hand unfinished tasks to the next worker.
+            self.stdout.flush()
+            os._exit(130)
+        if options["burst"] and (summary.failed or awaiting_retry(worker.queues)):
+            sys.exit(1)
+
+    def _writer(self, verbosity: int) -> Any:
+        def write(line: str) -> None:
+            if verbosity >= 1:
+                self.stdout.write(line)
+
+        return write

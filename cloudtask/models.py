@@ -1,0 +1,95 @@
+"""State of the local development queue: pushed tasks and paused queues."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+
+class LocalQueue(models.Model):
+    """A queue seen by the local backend; exists so it can be paused."""
+
+    name = models.CharField(max_length=100, unique=True)
+    paused = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("name",)
+        verbose_name = "local queue"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LocalTask(models.Model):
+    """One pushed task: the exact HTTP request to make, and how its attempts went."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        DELETED = "deleted", "deleted"
+
+    queue = models.CharField(max_length=100)
+    name = models.CharField(max_length=500)
+    task = models.CharField(max_length=255, blank=True, help_text="Registry name of the task.")
+    method = models.CharField(max_length=10, default="POST")
+    url = models.TextField()
+    headers = models.JSONField(default=dict)
+    body = models.BinaryField()
+    dispatch_deadline = models.DurationField(default=timedelta(minutes=10))
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    created_at = models.DateTimeField(default=timezone.now)
+    schedule_time = models.DateTimeField(help_text="When the next attempt is due.")
+    dispatch_count = models.PositiveIntegerField(default=0)
+    response_count = models.PositiveIntegerField(default=0)
+    execution_count = models.PositiveIntegerField(
+        default=0, help_text="Responses other than 5xx, as Cloud Tasks counts executions."
+    )
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_response = models.TextField(blank=True, help_text="The start of the last response.")
+    retry_reason = models.CharField(max_length=200, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_token = models.CharField(max_length=32, blank=True, default="")
+    lease_expires = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("schedule_time", "id")
+        verbose_name = "local task"
+        constraints = (
+            # Two pushes of one name race here; the database decides which one wins.
+            models.UniqueConstraint(fields=("queue", "name"), name="cloudtask_unique_task_name"),
+        )
+        indexes = (
+            models.Index(fields=("status", "schedule_time"), name="cloudtask_due"),
+            models.Index(fields=("lease_token",), name="cloudtask_lease"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.queue}/{self.name}"
+
+    @property
+    def retry_count(self) -> int:
+        """Retries so far: every dispatch after the first, whatever its answer."""
+        return max(self.dispatch_count - 1, 0)
+
+    def describe(self) -> dict[str, Any]:
+        """Return the task's state as plain values (for logs and the demo table)."""
+        return {
+            "queue": self.queue,
+            "name": self.name,
+            "task": self.task,
+            "status": self.status,
+            "attempts": self.dispatch_count,
+            "last_response_status": self.last_response_status,
+            "schedule_time": self.schedule_time,
+            "first_attempt_at": self.first_attempt_at,
+            "last_attempt_at": self.last_attempt_at,
+            "finished_at": self.finished_at,
+        }

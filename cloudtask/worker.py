@@ -1,0 +1,318 @@
+"""The local worker: delivers LocalBackend tasks over HTTP as Cloud Tasks would.
+
+``manage.py cloudtask_worker`` is a thin shell around :class:`Worker`. The main thread
+claims due tasks and records outcomes in the database; a small pool of daemon threads only
+makes the HTTP requests, each keeping its connections open between deliveries.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queue_module
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import FrameType
+from typing import Any
+
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from . import queues
+from .backends import local
+from .backends.local import Claimed
+from .backends.local_delivery import (
+    Answer,
+    close_session,
+    dispatch,
+    dispatch_line,
+    outcome_fields,
+)
+from .queues import TokenBucket
+
+logger = logging.getLogger("cloudtask.worker")
+
+PRUNE_EVERY = timedelta(minutes=1)
+#: How long a finished delivery may wait for others, to be recorded with them.
+BATCH_WAIT = 0.02
+
+
+@dataclass
+class Summary:
+    """What one worker run did."""
+
+    dispatched: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+    lost: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        """Return the summary as one ``key=value`` line."""
+        elapsed = time.monotonic() - self.started
+        return (
+            f"dispatched={self.dispatched} succeeded={self.succeeded} retried={self.retried} "
+            f"failed={self.failed} lost={self.lost} elapsed_s={elapsed:.2f}"
+        )
+
+
+class Worker:
+    """Claims due tasks with a lease and delivers them, honouring each queue's limits."""
+
+    def __init__(
+        self,
+        *,
+        queues: Iterable[str] | None = None,
+        concurrency: int = 10,
+        poll_interval: float = 0.5,
+        clock: Callable[[], datetime] = timezone.now,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}.")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, not {poll_interval}.")
+        self.queues = sorted(set(queues)) if queues else None
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.log = log or logger.info
+        self.summary = Summary()
+        self.stopping = False
+        self.stopped = False
+        self._in_flight: dict[int, Claimed] = {}
+        self._per_queue: Counter[str] = Counter()
+        self._buckets: dict[str, TokenBucket] = {}
+        self._hold_until: dict[str, datetime] = {}
+        self._jobs: queue_module.Queue[Claimed | None] = queue_module.Queue()
+        self._results: queue_module.Queue[tuple[Claimed, Answer]] = queue_module.Queue()
+        self._unrecorded: list[tuple[Claimed, Answer]] = []
+        self._threads: list[threading.Thread] = []
+        self._last_prune: datetime | None = None
+        self._wake = threading.Event()
+        self._throttled = False
+
+    @property
+    def in_flight(self) -> int:
+        """The number of deliveries started and not yet recorded."""
+        return len(self._in_flight)
+
+    def run_once(self) -> int:
+        """Record finished deliveries, then claim and start what the limits allow."""
+        self._record_finished()
+        if self.stopping or len(self._in_flight) >= self.concurrency:
+            return 0
+        started, self._throttled = 0, False
+        try:
+            now = self.clock()
+            self._prune(now)
+            for name in local.due_queues(now, self.queues):
+                started += self._start_queue(name, now)
+        except DatabaseError as exc:
+            # The database may be restarting or locked by another writer: try again later.
+            logger.warning("worker status=db_error during=claim error=%s", exc)
+            connection.close()
+        return started
+
+    def wait(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for a delivery to finish; record all that did."""
+        if not self._in_flight:
+            self._wake.wait(timeout)
+            return 0
+        try:
+            self._unrecorded.append(self._results.get(timeout=timeout))
+        except queue_module.Empty:
+            return 0
+        # Let a few more finish: recording and claiming in batches saves database round trips.
+        batch_end = time.monotonic() + BATCH_WAIT
+        while len(self._unrecorded) < len(self._in_flight) // 2:
+            try:
+                remaining = batch_end - time.monotonic()
+                self._unrecorded.append(self._results.get(timeout=max(remaining, 0.0)))
+            except queue_module.Empty:
+                break
+        return self._record_finished()
+
+    def finish_in_flight(self, timeout: float = 60.0) -> None:
+        """Wait (bounded) until every started delivery is recorded."""
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:
+            self.wait(min(0.1, max(deadline - time.monotonic(), 0.0)))
+            self._record_finished()
+
+    def run(self, *, burst: bool = False) -> Summary:
+        """Deliver until stopped; with ``burst``, until no task is due and none in flight."""
+        while not self.stopped:
+            started = self.run_once()
+            if self.stopping and not self._in_flight:
+                break
+            if burst and not started and not self._in_flight and not self._anything_due():
+                break
+            if not started:
+                self.wait(self._idle_timeout())
+        self.stopped = True
+        if not self._in_flight:
+            self.close()
+        return self.summary
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the delivery threads once they are idle, closing their connections."""
+        threads, self._threads = self._threads, []
+        for _ in threads:
+            self._jobs.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
+
+    def request_stop(self) -> None:
+        """First call: finish in-flight deliveries and stop; second call: stop at once."""
+        if self.stopping:
+            self.stopped = True
+        self.stopping = True
+        self._wake.set()
+
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """Make SIGINT and SIGTERM call :meth:`request_stop`; return a function undoing it."""
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self.stopping:
+                self.log("second signal: exiting now; unfinished tasks return after their lease")
+            else:
+                self.log(
+                    f"finishing {len(self._in_flight)} in-flight deliveries; "
+                    "send the signal again to exit at once"
+                )
+            self.request_stop()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+        return restore
+
+    def _idle_timeout(self) -> float:
+        # A queue held back by its rate limit gets a token within 1/rate seconds.
+        return min(self.poll_interval, 0.05) if self._throttled else self.poll_interval
+
+    def _anything_due(self) -> bool:
+        try:
+            return bool(local.due_queues(self.clock(), self.queues))
+        except DatabaseError:
+            connection.close()
+            return True
+
+    def _start_queue(self, name: str, now: datetime) -> int:
+        capacity = self._capacity(name, now)
+        if capacity <= 0:
+            bucket = self._buckets.get(name)
+            self._throttled |= bucket is not None and bucket.tokens < 1
+            return 0
+        claimed = local.claim(name, capacity, now)
+        self._buckets[name].take(len(claimed))
+        for item in claimed:
+            self._start(item)
+        return len(claimed)
+
+    def _capacity(self, name: str, now: datetime) -> int:
+        if self._hold_until.get(name, now) > now:
+            return 0
+        config = queues.get(name)
+        bucket = self._buckets.get(name)
+        if bucket is None or bucket.rate != config.max_dispatches_per_second:
+            bucket = self._buckets[name] = TokenBucket(
+                config.max_dispatches_per_second, now.timestamp()
+            )
+        return min(
+            self.concurrency - len(self._in_flight),
+            config.max_concurrent_dispatches - self._per_queue[name],
+            bucket.available(now.timestamp()),
+        )
+
+    def _start(self, claimed: Claimed) -> None:
+        while len(self._threads) < self.concurrency:
+            thread = threading.Thread(target=self._deliver_forever, daemon=True)
+            thread.name = f"cloudtask-worker-{len(self._threads)}"
+            thread.start()
+            self._threads.append(thread)
+        self._in_flight[claimed.id] = claimed
+        self._per_queue[claimed.queue] += 1
+        limit = queues.get(claimed.queue).max_attempts
+        if limit != -1 and claimed.dispatch_count > limit:
+            # The worker making the last allowed attempt stopped before recording an answer.
+            answer = Answer(None, "the lease ran out", "DEADLINE_EXCEEDED", dispatched=False)
+            self._results.put((claimed, answer))
+            return
+        self.summary.dispatched += 1
+        self._jobs.put(claimed)
+
+    def _deliver_forever(self) -> None:
+        while True:
+            claimed = self._jobs.get()
+            if claimed is None:
+                close_session()
+                return
+            try:
+                answer = dispatch(claimed)
+            except Exception as exc:  # a bug must not kill the thread and strand the task
+                logger.exception("worker status=dispatch_error name=%s", claimed.name)
+                answer = Answer(status=None, excerpt="", reason=type(exc).__name__)
+            self._results.put((claimed, answer))
+            self._wake.set()
+
+    def _record_finished(self) -> int:
+        while True:
+            try:
+                self._unrecorded.append(self._results.get_nowait())
+            except queue_module.Empty:
+                break
+        self._wake.clear()
+        if not self._unrecorded:
+            return 0
+        now = self.clock()
+        batch = self._unrecorded
+        decided = [
+            outcome_fields(claimed, answer, queues.get(claimed.queue), now)
+            for claimed, answer in batch
+        ]
+        try:
+            # One transaction and one UPDATE for the whole batch.
+            with transaction.atomic():
+                pairs = zip(batch, decided, strict=True)
+                stored = local.record([(claimed, fields) for (claimed, _), (_, fields) in pairs])
+        except DatabaseError as exc:
+            # Kept and recorded on a later iteration; the lease keeps the tasks ours.
+            logger.warning("worker status=db_error during=record error=%s", exc)
+            connection.close()
+            return 0
+        self._unrecorded = []
+        for (claimed, answer), (outcome, fields) in zip(batch, decided, strict=True):
+            outcome = outcome if claimed.id in stored else "lost"
+            self._finished(claimed, answer, outcome, fields, now)
+        return len(batch)
+
+    def _finished(
+        self, claimed: Claimed, answer: Answer, outcome: str, fields: dict[str, Any], now: datetime
+    ) -> None:
+        del self._in_flight[claimed.id]
+        self._per_queue[claimed.queue] -= 1
+        if outcome == "retry" and answer.retry_after is not None:
+            # 429/503 with Retry-After: the whole queue waits, not only this task.
+            self._hold_until[claimed.queue] = now + answer.retry_after
+        counter = _COUNTERS[outcome]
+        setattr(self.summary, counter, getattr(self.summary, counter) + 1)
+        self.log(dispatch_line(claimed, answer, outcome, fields))
+
+    def _prune(self, now: datetime) -> None:
+        if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = now
+            local.prune(now)
+
+
+_COUNTERS = {"succeeded": "succeeded", "retry": "retried", "failed": "failed", "lost": "lost"}

@@ -1,0 +1,504 @@
+"""The local worker against a real live_server, a real scripted HTTP server and the real DB."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+
+from cloudtask import conf, signing
+from cloudtask.backends import local
+from cloudtask.models import LocalTask
+from cloudtask.worker import Worker
+from tests import tasks
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+class FakeClock:
+    """The worker's clock, moved by hand so backoff and rate limits are exact."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class ScriptedServer:
+    """A real HTTP server on 127.0.0.1 answering with scripted statuses; records requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.answers: list[tuple[int, dict[str, str]]] = []
+        self.delay = 0.0
+        self.active = 0
+        self.max_active = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with server._lock:
+                    server.active += 1
+                    server.max_active = max(server.max_active, server.active)
+                    server.requests.append({"headers": dict(self.headers), "body": body})
+                    status, headers = server.answers.pop(0) if server.answers else (200, {})
+                time.sleep(server.delay)
+                with server._lock:
+                    server.active -= 1
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/_tasks/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def static_url() -> None:
+    """Give live_server the STATIC_URL its static files handler needs before it starts."""
+    from django.conf import settings
+
+    if not getattr(settings, "STATIC_URL", None):
+        settings.STATIC_URL = "/static/"
+
+
+@pytest.fixture
+def endpoint(static_url: None, live_server: Any) -> Iterator[str]:
+    url = live_server.url + "/_tasks/"
+    with override_settings(CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": url}):
+        yield url
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    with override_settings(CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": server.url}):
+        yield server
+    server.close()
+
+
+def drain(worker: Worker, rounds: int = 20) -> None:
+    """Run the worker until nothing is due or in flight (bounded)."""
+    for _ in range(rounds):
+        had_in_flight = worker.in_flight
+        started = worker.run_once()
+        worker.finish_in_flight(timeout=10)
+        if not started and not had_in_flight:
+            break
+    worker.close()
+
+
+def row(name: str) -> LocalTask:
+    return LocalTask.objects.get(name=name)
+
+
+def test_delivers_through_the_real_endpoint(endpoint: str) -> None:
+    handle = tasks.add(a=2, b=3).delay()
+    lines: list[str] = []
+    worker = Worker(log=lines.append)
+    drain(worker)
+    assert tasks.calls == [("add", (2, 3))]
+    task = row(handle.name)
+    assert (task.status, task.dispatch_count, task.response_count) == ("succeeded", 1, 1)
+    assert task.last_response_status == 200
+    assert json.loads(task.last_response)["result"] == 5
+    assert task.lease_token == ""
+    assert lines == [
+        f"task=tests.tasks.add name={handle.name} queue=default attempt=1 status=200 "
+        f"duration_ms={lines[0].split('duration_ms=')[1].split()[0]} outcome=succeeded"
+    ]
+    assert worker.summary.dispatched == worker.summary.succeeded == 1
+
+
+def test_first_attempt_headers(scripted: ScriptedServer) -> None:
+    eta = datetime.now(timezone.utc) - timedelta(seconds=1)
+    handle = tasks.send_email(to="a@example.com").schedule(at=eta)
+    drain(Worker())
+    [sent] = scripted.requests
+    headers = sent["headers"]
+    stored = row(handle.name)
+    assert sent["body"] == bytes(stored.body)
+    assert headers["X-CloudTasks-QueueName"] == "emails"
+    assert headers["X-CloudTasks-TaskName"] == handle.name
+    assert headers["X-CloudTasks-TaskRetryCount"] == "0"
+    assert headers["X-CloudTasks-TaskExecutionCount"] == "0"
+    assert headers["X-CloudTasks-TaskETA"] == f"{eta.timestamp():.6f}"
+    assert headers["User-Agent"] == "Google-Cloud-Tasks"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Tenant"] == "acme"
+    assert headers["X-CloudTask-Signature"] == signing.sign("/_tasks/", sent["body"])
+    assert "X-CloudTasks-TaskPreviousResponse" not in headers
+    assert "X-CloudTasks-TaskRetryReason" not in headers
+    assert "Authorization" not in headers
+
+
+def test_retry_headers_count_5xx_in_retries_but_not_executions(scripted: ScriptedServer) -> None:
+    scripted.answers = [(500, {}), (404, {}), (200, {})]
+    clock = FakeClock()
+    handle = tasks.noop().delay()
+    LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+    worker = Worker(clock=clock)
+    for _ in range(3):
+        drain(worker)
+        clock.advance(60)
+    first, second, third = (r["headers"] for r in scripted.requests)
+    assert [h["X-CloudTasks-TaskRetryCount"] for h in (first, second, third)] == ["0", "1", "2"]
+    assert [h["X-CloudTasks-TaskExecutionCount"] for h in (first, second, third)] == [
+        "0",
+        "0",
+        "1",
+    ]
+    assert second["X-CloudTasks-TaskPreviousResponse"] == "500"
+    assert second["X-CloudTasks-TaskRetryReason"] == "500 Internal Server Error"
+    assert third["X-CloudTasks-TaskPreviousResponse"] == "404"
+    assert third["X-CloudTasks-TaskRetryReason"] == "404 Not Found"
+    # The ETA of a retry is the time the retry was scheduled for.
+    assert second["X-CloudTasks-TaskETA"] == f"{(T0 + timedelta(seconds=0.1)).timestamp():.6f}"
+    task = row(handle.name)
+    assert (task.status, task.dispatch_count, task.response_count, task.execution_count) == (
+        "succeeded",
+        3,
+        3,
+        2,
+    )
+
+
+def test_flaky_task_sees_its_retry_count_through_the_endpoint(endpoint: str) -> None:
+    clock = FakeClock()
+    handle = tasks.flaky(failures=2).delay()
+    LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+    worker = Worker(clock=clock)
+    for _ in range(3):
+        drain(worker)
+        clock.advance(60)
+    seen = [(r.retry_count, r.execution_count, r.previous_response) for _, r in tasks.calls]
+    assert seen == [(0, 0, None), (1, 0, 500), (2, 0, 500)]
+    assert row(handle.name).status == "succeeded"
+
+
+@override_settings(
+    CLOUDTASK={
+        "BACKEND": conf.LOCAL_BACKEND,
+        "QUEUES": {"default": {"min_backoff": 10, "max_backoff": 300, "max_doublings": 3}},
+    }
+)
+def test_backoff_follows_the_queue_config(scripted: ScriptedServer) -> None:
+    with override_settings(
+        CLOUDTASK={
+            "BACKEND": conf.LOCAL_BACKEND,
+            "URL": scripted.url,
+            "QUEUES": {"default": {"min_backoff": 10, "max_backoff": 300, "max_doublings": 3}},
+        }
+    ):
+        scripted.answers = [(503, {})] * 8
+        clock = FakeClock()
+        handle = tasks.noop().delay()
+        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        worker = Worker(clock=clock)
+        delays = []
+        for _ in range(8):
+            drain(worker)
+            task = row(handle.name)
+            delay = (task.schedule_time - clock.now).total_seconds()
+            delays.append(delay)
+            clock.advance(delay - 0.001)
+            assert worker.run_once() == 0  # not due a millisecond early
+            clock.advance(0.001)
+    assert delays == [10, 20, 40, 80, 160, 240, 300, 300]
+
+
+def test_retry_after_on_429_delays_task_and_queue(scripted: ScriptedServer) -> None:
+    scripted.answers = [(429, {"Retry-After": "120"}), (200, {})]
+    clock = FakeClock()
+    first = tasks.noop().delay()
+    LocalTask.objects.filter(name=first.name).update(schedule_time=T0)
+    worker = Worker(clock=clock)
+    drain(worker)
+    assert row(first.name).schedule_time == T0 + timedelta(seconds=120)
+    assert row(first.name).retry_reason == "429 Too Many Requests"
+    tasks.noop().delay()  # due now, but the queue is held by Retry-After
+    LocalTask.objects.filter(status="queued").exclude(name=first.name).update(schedule_time=T0)
+    clock.advance(119)
+    assert worker.run_once() == 0
+    clock.advance(1)
+    drain(worker)
+    assert len(scripted.requests) == 3
+    assert LocalTask.objects.filter(status="succeeded").count() == 2
+
+
+def test_exhausted_attempts_are_kept_as_failed(scripted: ScriptedServer) -> None:
+    with override_settings(
+        CLOUDTASK={
+            "BACKEND": conf.LOCAL_BACKEND,
+            "URL": scripted.url,
+            "QUEUES": {"default": {"max_attempts": 3, "min_backoff": 1}},
+        }
+    ):
+        scripted.answers = [(500, {})] * 5
+        clock = FakeClock()
+        handle = tasks.noop().delay()
+        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        worker = Worker(clock=clock)
+        for _ in range(5):
+            drain(worker)
+            clock.advance(10)
+    task = row(handle.name)
+    assert len(scripted.requests) == 3
+    assert (task.status, task.dispatch_count, task.last_response_status) == ("failed", 3, 500)
+    assert task.finished_at is not None
+    assert worker.summary.failed == 1
+    assert worker.summary.retried == 2
+
+
+def test_rate_limit_per_queue(scripted: ScriptedServer) -> None:
+    with override_settings(
+        CLOUDTASK={
+            "BACKEND": conf.LOCAL_BACKEND,
+            "URL": scripted.url,
+            "QUEUES": {"default": {"max_dispatches_per_second": 2}},
+        }
+    ):
+        for _n in range(10):
+            tasks.noop().delay()
+        LocalTask.objects.update(schedule_time=T0)
+        clock = FakeClock()
+        worker = Worker(clock=clock, concurrency=50)
+        started = []
+        for _ in range(5):
+            started.append(worker.run_once())
+            worker.finish_in_flight()
+            clock.advance(0.5)
+    # A burst of one second's worth (2), then one every half second.
+    assert started == [2, 1, 1, 1, 1]
+
+
+def test_concurrency_limit_per_queue(scripted: ScriptedServer) -> None:
+    scripted.delay = 0.2
+    with override_settings(
+        CLOUDTASK={
+            "BACKEND": conf.LOCAL_BACKEND,
+            "URL": scripted.url,
+            "QUEUES": {"default": {"max_concurrent_dispatches": 3}},
+        }
+    ):
+        for _ in range(9):
+            tasks.noop().delay()
+        worker = Worker(concurrency=20)
+        assert worker.run_once() == 3
+        assert worker.run_once() == 0  # all three slots busy
+        worker.finish_in_flight()
+        drain(worker)
+    assert scripted.max_active == 3
+    assert len(scripted.requests) == 9
+
+
+def test_worker_concurrency_caps_all_queues(scripted: ScriptedServer) -> None:
+    scripted.delay = 0.2
+    for _ in range(4):
+        tasks.noop().delay()
+        tasks.send_email(to="x@example.com").delay()
+    worker = Worker(concurrency=2)
+    assert worker.run_once() == 2
+    drain(worker)
+    assert scripted.max_active == 2
+    assert len(scripted.requests) == 8
+
+
+def test_paused_queue_is_not_delivered_until_resumed(scripted: ScriptedServer) -> None:
+    tasks.noop().delay()
+    email = tasks.send_email(to="x@example.com").delay()
+    local.pause("emails")
+    worker = Worker()
+    drain(worker)
+    assert len(scripted.requests) == 1
+    assert row(email.name).status == "queued"
+    local.pause("emails", paused=False)
+    drain(worker)
+    assert len(scripted.requests) == 2
+    assert row(email.name).status == "succeeded"
+
+
+def test_only_the_given_queues_are_served(scripted: ScriptedServer) -> None:
+    tasks.noop().delay()
+    email = tasks.send_email(to="x@example.com").delay()
+    drain(Worker(queues=["emails"]))
+    assert [r["headers"]["X-CloudTasks-TaskName"] for r in scripted.requests] == [email.name]
+
+
+def test_purge_while_in_flight_drops_the_answer(scripted: ScriptedServer) -> None:
+    scripted.delay = 0.3
+    handle = tasks.noop().delay()
+    worker = Worker()
+    assert worker.run_once() == 1
+    assert local.purge("default") == 1
+    worker.finish_in_flight()
+    task = row(handle.name)
+    assert task.status == "deleted"
+    assert worker.summary.lost == 1
+
+
+def test_database_error_while_claiming_is_retried(scripted: ScriptedServer) -> None:
+    handle = tasks.noop().delay()
+    table = LocalTask._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f'ALTER TABLE "{table}" RENAME TO "{table}_away"')
+    worker = Worker()
+    try:
+        assert worker.run_once() == 0
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'ALTER TABLE "{table}_away" RENAME TO "{table}"')
+    drain(worker)
+    assert row(handle.name).status == "succeeded"
+    assert len(scripted.requests) == 1
+
+
+def test_unreachable_endpoint_is_retried_with_reason(db: None) -> None:
+    with override_settings(
+        CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": "http://127.0.0.1:9/_tasks/"}
+    ):
+        handle = tasks.noop().delay()
+        drain(Worker())
+    task = row(handle.name)
+    assert (task.status, task.dispatch_count, task.response_count) == ("queued", 1, 0)
+    assert task.retry_reason == "UNAVAILABLE"
+    assert task.last_response_status is None
+
+
+def test_request_stop_finishes_in_flight_then_stops(scripted: ScriptedServer) -> None:
+    scripted.delay = 0.3
+    for _ in range(3):
+        tasks.noop().delay()
+    worker = Worker(concurrency=1)
+    assert worker.run_once() == 1
+    worker.request_stop()
+    summary = worker.run()
+    assert (summary.dispatched, summary.succeeded) == (1, 1)
+    assert LocalTask.objects.filter(status="queued").count() == 2
+
+
+def test_rate_limit_in_real_time(scripted: ScriptedServer) -> None:
+    with override_settings(
+        CLOUDTASK={
+            "BACKEND": conf.LOCAL_BACKEND,
+            "URL": scripted.url,
+            "QUEUES": {"default": {"max_dispatches_per_second": 4}},
+        }
+    ):
+        for _ in range(8):
+            tasks.noop().delay()
+        started = time.monotonic()
+        summary = Worker(poll_interval=0.05).run(burst=True)
+        elapsed = time.monotonic() - started
+    # Four at once (one second's worth), then one every quarter second.
+    assert summary.succeeded == 8
+    assert 0.95 <= elapsed < 5
+
+
+def test_a_kept_alive_connection_closed_by_the_server_is_reopened(db: None) -> None:
+    """The server answers HTTP/1.1 keep-alive, then silently drops the idle connection."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    connections: list[int] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            connections.append(1)
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                time.sleep(0.1)  # closed without "Connection: close", like an idle timeout
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/_tasks/"
+    with override_settings(CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": url}):
+        first, second = tasks.noop().delay(), tasks.noop().delay()
+        LocalTask.objects.filter(name=second.name).update(
+            schedule_time=datetime.now(timezone.utc) + timedelta(seconds=0.3)
+        )
+        worker = Worker(concurrency=1)
+        assert worker.run_once() == 1
+        worker.finish_in_flight()
+        time.sleep(0.4)  # the server has dropped the connection; the worker does not know
+        assert worker.run_once() == 1
+        worker.finish_in_flight()
+        worker.close()
+    thread.join(5)
+    listener.close()
+    assert [row(h.name).status for h in (first, second)] == ["succeeded", "succeeded"]
+    assert row(second.name).dispatch_count == 1
+    assert len(connections) == 2
+
+
+def test_lease_running_out_on_the_last_attempt_fails_the_task(scripted: ScriptedServer) -> None:
+    with override_settings(
+        CLOUDTASK={
+            "BACKEND": conf.LOCAL_BACKEND,
+            "URL": scripted.url,
+            "QUEUES": {"default": {"max_attempts": 1}},
+        }
+    ):
+        handle = tasks.noop.using(timeout=15)().delay()
+        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        [claimed] = local.claim("default", 10, T0)  # a worker that then dies
+        assert claimed.dispatch_count == 1
+        clock = FakeClock(T0 + timedelta(seconds=20))  # deadline 15 s + 5 s grace
+        worker = Worker(clock=clock)
+        assert worker.run_once() == 0
+        clock.advance(0.001)
+        drain(worker)
+    task = row(handle.name)
+    assert scripted.requests == []
+    assert (task.status, task.dispatch_count, task.retry_reason) == (
+        "failed",
+        1,
+        "DEADLINE_EXCEEDED",
+    )
+    assert task.last_response == "the lease ran out"
+    assert worker.summary.dispatched == 0
+    assert worker.summary.failed == 1
+
+
+def test_scheduled_task_waits_for_its_eta(scripted: ScriptedServer) -> None:
+    eta = T0 + timedelta(seconds=30)
+    handle = tasks.noop().delay()
+    LocalTask.objects.filter(name=handle.name).update(schedule_time=eta)
+    clock = FakeClock()
+    worker = Worker(clock=clock)
+    clock.advance(29.999)
+    assert worker.run_once() == 0
+    clock.advance(0.001)
+    drain(worker)
+    [sent] = scripted.requests
+    assert sent["headers"]["X-CloudTasks-TaskETA"] == f"{eta.timestamp():.6f}"
+    assert row(handle.name).first_attempt_at == eta

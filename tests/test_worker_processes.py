@@ -1,0 +1,221 @@
+"""Real worker processes: SIGKILL and leases, signals, and two workers sharing 500 tasks.
+
+The workers run in subprocesses on a SQLite file (the test database lives in this process's
+memory); they deliver to live_server, which runs in a thread of this process, so deliveries
+are counted on the receiving side in ``tests.tasks.calls``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import tasks
+from tests.test_worker import static_url  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Configures Django like tests.settings but on a SQLite file, then plays one role.
+SCRIPT = """
+import json, os, sys
+from datetime import timedelta
+import django
+from django.conf import settings
+import tests.settings as base
+
+db, role, *args = sys.argv[1:]
+options = {key: getattr(base, key) for key in dir(base) if key.isupper()}
+options["DATABASES"] = {"default": {
+    "ENGINE": "django.db.backends.sqlite3", "NAME": db,
+    "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL", "timeout": 30},
+}}
+options["CLOUDTASK"] = json.loads(os.environ["TEST_CLOUDTASK"])
+settings.configure(**options)
+django.setup()
+from django.core.management import call_command
+from cloudtask.models import LocalTask
+from tests import tasks
+
+if role == "push":
+    call_command("migrate", verbosity=0)
+    task, count, kwargs = getattr(tasks, args[0]), int(args[1]), json.loads(args[2])
+    for n in range(count):
+        task(**{key: (n if value == "$n" else value) for key, value in kwargs.items()}).delay()
+    # The lease is the dispatch deadline plus a grace; Cloud Tasks' 15 s floor would make
+    # this test wait 20 s, so the stored deadline is shortened directly.
+    LocalTask.objects.update(dispatch_deadline=timedelta(seconds=float(args[3])))
+elif role == "show":
+    rows = LocalTask.objects.values("status", "dispatch_count", "lease_expires")
+    print(json.dumps(list(rows), default=str))
+else:
+    call_command("cloudtask_worker", *args)
+"""
+
+
+class Project:
+    """Runs the script's roles against one SQLite file."""
+
+    def __init__(self, db: Path, url: str) -> None:
+        self.db = db
+        self.env = {
+            **os.environ,
+            "TEST_CLOUDTASK": json.dumps(
+                {"BACKEND": "cloudtask.backends.local.LocalBackend", "URL": url}
+            ),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.env.pop("DJANGO_SETTINGS_MODULE", None)
+
+    def command(self, role: str, *args: str) -> list[str]:
+        return [sys.executable, "-c", SCRIPT, str(self.db), role, *args]
+
+    def run(self, role: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(role, *args),
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self, role: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command(role, *args),
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def push(self, task: str, count: int, kwargs: dict[str, Any], deadline: float = 600) -> None:
+        done = self.run("push", task, str(count), json.dumps(kwargs), str(deadline))
+        assert done.returncode == 0, done.stderr
+
+    def show(self) -> list[dict[str, Any]]:
+        done = self.run("show")
+        assert done.returncode == 0, done.stderr
+        rows: list[dict[str, Any]] = json.loads(done.stdout)
+        return rows
+
+
+@pytest.fixture
+def project(static_url: None, live_server: Any, tmp_path: Path) -> Iterator[Project]:  # noqa: F811
+    tasks.release.clear()
+    yield Project(tmp_path / "local.sqlite3", live_server.url + "/_tasks/")
+    tasks.release.set()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def summary(stdout: str) -> dict[str, int]:
+    line = [line for line in stdout.splitlines() if " dispatched=" in line][-1]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)(?:\s|$)", line)}
+
+
+def blocked_calls() -> list[Any]:
+    return [c for c in tasks.calls if c[0] == "blocks_until_released"]
+
+
+def test_sigkilled_worker_leaves_its_task_to_the_next_after_the_lease(project: Project) -> None:
+    project.push("blocks_until_released", 1, {"seconds": 20}, deadline=1)
+    first = project.start("worker", "--poll-interval", "0.05")
+    try:
+        wait_for(lambda: len(blocked_calls()) == 1, 20, "the first delivery")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=10)
+    assert first.returncode == -signal.SIGKILL
+    tasks.release.set()
+    [row] = project.show()
+    assert (row["status"], row["dispatch_count"]) == ("running", 1)
+
+    early = project.run("worker", "--burst")
+    assert (early.returncode, summary(early.stdout)["dispatched"]) == (0, 0)
+
+    lease_expires = datetime.fromisoformat(row["lease_expires"])
+    wait_for(lambda: datetime.now(lease_expires.tzinfo) > lease_expires, 15, "the lease")
+    second = project.run("worker", "--burst")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert summary(second.stdout)["succeeded"] == 1
+    assert blocked_calls() == [("blocks_until_released", 0), ("blocks_until_released", 1)]
+    [row] = project.show()
+    assert (row["status"], row["dispatch_count"]) == ("succeeded", 2)
+
+
+def test_first_sigterm_finishes_in_flight_second_exits_at_once(project: Project) -> None:
+    project.push("blocks_until_released", 2, {"seconds": 20})
+    worker = project.start("worker", "--poll-interval", "0.05", "--concurrency", "1")
+    wait_for(lambda: len(blocked_calls()) == 1, 20, "the first delivery")
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert worker.poll() is None  # still finishing the delivery in flight
+    tasks.release.set()
+    stdout, _ = worker.communicate(timeout=15)
+    assert worker.returncode == 0
+    assert "finishing 1 in-flight deliveries" in stdout
+    assert (summary(stdout)["dispatched"], summary(stdout)["succeeded"]) == (1, 1)
+    assert sorted(r["status"] for r in project.show()) == ["queued", "succeeded"]
+
+    tasks.release.clear()
+    worker = project.start("worker", "--poll-interval", "0.05")
+    wait_for(lambda: len(blocked_calls()) == 2, 20, "the second delivery")
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    stdout, _ = worker.communicate(timeout=5)
+    assert time.monotonic() - started < 3
+    assert worker.returncode == 130
+    assert "second signal: exiting now" in stdout
+    assert [r["status"] for r in project.show() if r["status"] != "succeeded"] == ["running"]
+
+
+def test_two_workers_deliver_500_tasks_exactly_once(project: Project) -> None:
+    project.push("record_delivery", 0, {})  # creates the database
+    workers = [
+        project.start("worker", "--poll-interval", "0.05", "--concurrency", "8") for _ in range(2)
+    ]
+    try:
+        time.sleep(1.5)  # both are polling before the first task arrives
+        project.push("record_delivery", 500, {"n": "$n"})
+        wait_for(lambda: len(tasks.calls) >= 500, 120, "500 deliveries")
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        outputs = [worker.communicate(timeout=30)[0] for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    time.sleep(0.5)
+    delivered = Counter(call[1][0] for call in tasks.calls if call[0] == "record_delivery")
+    assert len(tasks.calls) == 500
+    assert set(delivered) == set(range(500))
+    assert set(delivered.values()) == {1}
+    counts = [summary(output) for output in outputs]
+    assert sum(c["succeeded"] for c in counts) == 500
+    assert all(c["succeeded"] > 0 for c in counts), counts
+    assert all(w.returncode == 0 for w in workers)
+    assert {r["status"] for r in project.show()} == {"succeeded"}
