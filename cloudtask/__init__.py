@@ -1,14 +1,20 @@
 """Run Django functions asynchronously on Google Cloud Tasks."""
 
 from . import signals
+from .batch import push_many
 from .exceptions import (
     AuthenticationFailed,
     CloudTaskError,
+    CloudTasksUnavailable,
     ConfigurationError,
     DuplicateTaskName,
     InvalidRequest,
     PayloadTooLarge,
     PushError,
+    PushManyError,
+    PushPermissionDenied,
+    QueueDeletedRecently,
+    QueueNotFound,
     Reject,
     Retry,
     TaskAlreadyExists,
@@ -17,6 +23,7 @@ from .exceptions import (
 )
 from .registry import Registry, registry
 from .request import CloudTaskRequest
+from .results import ResultNotFound, get_result
 from .task import Task, TaskCall, TaskHandle, task
 
 __all__ = [
@@ -25,20 +32,28 @@ __all__ = [
     "Task",
     "TaskCall",
     "TaskHandle",
+    "push_many",
     "task",
-    # Signals
+    # Signals and results
     "signals",
+    "get_result",
+    "ResultNotFound",
     # The registry
     "Registry",
     "registry",
     # Errors
     "AuthenticationFailed",
     "CloudTaskError",
+    "CloudTasksUnavailable",
     "ConfigurationError",
     "DuplicateTaskName",
     "InvalidRequest",
     "PayloadTooLarge",
     "PushError",
+    "PushManyError",
+    "PushPermissionDenied",
+    "QueueDeletedRecently",
+    "QueueNotFound",
     "Reject",
     "Retry",
     "TaskAlreadyExists",

@@ -1,4 +1,4 @@
-"""Admin for the local queue: inspect tasks, run or retry them, pause and purge queues."""
+"""Admin for the local queue (run, retry, delete tasks; pause and purge queues) and results."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
 from .backends import local
-from .models import LocalQueue, LocalTask
+from .models import LocalQueue, LocalTask, TaskResult
 
 if TYPE_CHECKING:
     TaskAdminBase = admin.ModelAdmin[LocalTask]
     QueueAdminBase = admin.ModelAdmin[LocalQueue]
+    ResultAdminBase = admin.ModelAdmin[TaskResult]
 else:  # ModelAdmin is generic only in the type stubs
-    TaskAdminBase = QueueAdminBase = admin.ModelAdmin
+    TaskAdminBase = QueueAdminBase = ResultAdminBase = admin.ModelAdmin
 
 
 def _ids(queryset: QuerySet[LocalTask]) -> Q:
@@ -97,3 +98,22 @@ class LocalQueueAdmin(QueueAdminBase):
     def purge(self, request: HttpRequest, queryset: QuerySet[LocalQueue]) -> None:
         count = sum(local.purge(name) for name in queryset.values_list("name", flat=True))
         self.message_user(request, f"{count} task(s) purged.", messages.WARNING, fail_silently=True)
+
+
+@admin.register(TaskResult)
+class TaskResultAdmin(ResultAdminBase):
+    """Stored results: read-only, filterable by status and task."""
+
+    list_display = ("task", "status", "attempts", "queue", "call_id", "created_at", "finished_at")
+    list_filter = ("status", "queue", "task")
+    search_fields = ("call_id", "task", "task_name")
+    date_hierarchy = "created_at"
+    readonly_fields = tuple(
+        f.name for f in TaskResult._meta.get_fields() if f.concrete and f.name != "id"
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

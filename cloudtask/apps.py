@@ -19,5 +19,8 @@ class CloudTaskConfig(AppConfig):
         checks.register(cloudtask_checks.check_deploy, "cloudtask", deploy=True)
         checks.register(cloudtask_checks.check_oidc, "cloudtask")
         checks.register(cloudtask_checks.check_oidc_deploy, "cloudtask", deploy=True)
+        from . import results
+
+        results.sync_receivers()
         # Importing every installed app's tasks.py fills the registry the endpoint reads.
         autodiscover_modules("tasks")

@@ -13,6 +13,7 @@
 | cloudtask.E009 | TIMEOUT is not a duration between 15 s and 30 min |
 | cloudtask.E010 | the task endpoint is not in the URLconf |
 | cloudtask.E011 | MAX_BODY_SIZE is not a positive integer |
+| cloudtask.E012 | RESULTS is not True or False |
 | cloudtask.E020 | OIDC is not a dict, or has an unknown key |
 | cloudtask.E021 | OIDC AUDIENCE is not an absolute http(s) URL, or none can be derived |
 | cloudtask.E022 | OIDC required but SERVICE_ACCOUNTS (default [SAE]) empty or not strings |
@@ -80,6 +81,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     except ConfigurationError as exc:
         messages.append(Error(str(exc), id="cloudtask.E007"))
     messages += _check_urlconf()
+    if not isinstance(conf.get("RESULTS"), bool):
+        messages.append(
+            Error(
+                f"CLOUDTASK['RESULTS'] must be True or False, not {conf.get('RESULTS')!r}.",
+                id="cloudtask.E012",
+            )
+        )
     messages += queues.check_queues()
     return messages
 

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "AUTO_CREATE_QUEUES": True,
     "OIDC": None,
     "QUEUES": {},
+    "RESULTS": False,
     # How long LocalBackend refuses a task name after the task ran or was deleted (Cloud
     # Tasks reserves it for about an hour for queues it created).
     "LOCAL_DEDUP_WINDOW": 3600,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 
@@ -67,13 +68,84 @@ class TaskAlreadyExists(PushError):
 class PayloadTooLarge(PushError, ValueError):
     """The encoded task is bigger than Cloud Tasks accepts."""
 
-    def __init__(self, size: int, limit: int) -> None:
+    def __init__(self, size: int, limit: int, what: str = "task body") -> None:
         super().__init__(
-            f"The task body is {size} bytes; Cloud Tasks accepts at most {limit}. "
+            f"The {what} is {size} bytes; Cloud Tasks accepts at most {limit}. "
             "Pass a reference (a primary key, a storage path) instead of the data itself."
         )
         self.size = size
         self.limit = limit
+
+
+class QueueNotFound(PushError):
+    """The queue does not exist and ``AUTO_CREATE_QUEUES`` is off (or creating it failed)."""
+
+    def __init__(self, queue: str, path: str, detail: str = "") -> None:
+        super().__init__(
+            f"The Cloud Tasks queue {path} does not exist{f' ({detail})' if detail else ''}. "
+            f"Create it (gcloud tasks queues create {queue} --location=...) or set "
+            "CLOUDTASK['AUTO_CREATE_QUEUES'] = True."
+        )
+        self.queue = queue
+        self.path = path
+
+
+class QueueDeletedRecently(PushError):
+    """The queue was deleted lately; Cloud Tasks refuses its name for up to 7 days."""
+
+    def __init__(self, queue: str, path: str) -> None:
+        super().__init__(
+            f"The Cloud Tasks queue {path} was deleted recently, and Cloud Tasks does not "
+            "allow a queue of that name again for up to 7 days. Push to another queue "
+            f"(@task(queue=...) or CLOUDTASK['QUEUE']) or resume using {queue!r} later."
+        )
+        self.queue = queue
+        self.path = path
+
+
+class PushPermissionDenied(PushError):
+    """Cloud Tasks refused the credentials, or the account lacks a permission."""
+
+    def __init__(self, account: str, permission: str, resource: str, detail: str) -> None:
+        super().__init__(
+            f"Cloud Tasks refused the push: account {account} lacks permission "
+            f"{permission!r} on {resource} ({detail}). Grant the pushing account "
+            "roles/cloudtasks.enqueuer on the queue, and roles/iam.serviceAccountUser on "
+            "CLOUDTASK['SAE'] when tasks carry a token."
+        )
+        self.account = account
+        self.permission = permission
+        self.resource = resource
+
+
+class CloudTasksUnavailable(PushError):
+    """Cloud Tasks kept failing with a transient error until the push deadline passed."""
+
+    def __init__(self, attempts: int, seconds: float, last_error: str) -> None:
+        super().__init__(
+            f"Cloud Tasks did not accept the task after {attempts} attempts in "
+            f"{seconds:.1f} s (last error: {last_error}). The service or the network is "
+            "unavailable; push again later."
+        )
+        self.attempts = attempts
+        self.seconds = seconds
+        self.last_error = last_error
+
+
+class PushManyError(PushError):
+    """Some calls of ``push_many`` failed; the others were pushed (see ``handles``)."""
+
+    def __init__(self, handles: list[Any], errors: dict[int, Exception]) -> None:
+        index, first = next(iter(errors.items()))
+        super().__init__(
+            f"{len(errors)} of {len(handles)} calls could not be pushed; the other "
+            f"{len(handles) - len(errors)} were (see .handles). First failure, call "
+            f"#{index}: {type(first).__name__}: {first}"
+        )
+        #: One entry per call, in input order: its TaskHandle, or None when it failed.
+        self.handles = handles
+        #: The exception of each failed call, by its index in the input.
+        self.errors = errors
 
 
 class InvalidRequest(CloudTaskError, SuspiciousOperation):

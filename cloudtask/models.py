@@ -93,3 +93,45 @@ class LocalTask(models.Model):
             "last_attempt_at": self.last_attempt_at,
             "finished_at": self.finished_at,
         }
+
+
+class TaskResult(models.Model):
+    """One row per call, kept when ``CLOUDTASK["RESULTS"]`` is True."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        STARTED = "started", "started"
+        RETRYING = "retrying", "retrying"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+
+    call_id = models.CharField(max_length=64, unique=True)
+    task = models.CharField(max_length=255, help_text="Registry name of the task.")
+    queue = models.CharField(max_length=100, blank=True)
+    task_name = models.CharField(max_length=500, blank=True, help_text="Cloud Tasks task id.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    result = models.JSONField(null=True, blank=True)
+    error_type = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    failure_reason = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    pushed_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        verbose_name = "task result"
+        indexes = (models.Index(fields=("created_at",), name="cloudtask_result_created"),)
+
+    def __str__(self) -> str:
+        return f"{self.task} {self.call_id} {self.status}"
+
+    @property
+    def done(self) -> bool:
+        """True once the call succeeded or failed for good."""
+        return self.status in {"succeeded", "failed"}

@@ -2,7 +2,8 @@
 
 Every signal's sender is the task definition (``cloudtask.Task``) and carries ``call_id``.
 
-- ``task_pushed(task, call_id, handle, duration_ms)``: after a backend accepted a push.
+- ``task_pushed(task, call_id, handle, call, duration_ms)``: after a backend accepted a
+  push; ``call`` is the TaskCall (``call.arguments`` gives its args and kwargs).
 - ``task_started(task, call_id, request)``: before the function runs.
 - ``task_succeeded(task, call_id, request, result, duration_ms)``
 - ``task_retrying(task, call_id, request, error, countdown, duration_ms)``: this attempt ends

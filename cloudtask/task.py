@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import json
 import re
@@ -13,25 +12,31 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from functools import partial
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
+from django.db import transaction
 from django.utils import timezone
 
-from . import conf, envelope, signals
+from . import conf, envelope, naming, signals
 from .binding import ArgumentChecker
 from .failures import check_retry_options
+from .naming import make_task_id
 from .registry import registry
 from .request import CloudTaskRequest
 from .signing import SIGNATURE_HEADER
+from .targets import check_target
+
+if TYPE_CHECKING:
+    from .models import TaskResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Cloud Tasks refuses a schedule_time further ahead than this.
 MAX_SCHEDULE = timedelta(days=30)
-TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = frozenset({SIGNATURE_HEADER.lower(), "content-type", "content-length", "host"})
 
@@ -46,6 +51,12 @@ class TaskHandle:
     task: str = ""
     call_id: str = ""
 
+    def result(self) -> TaskResult:
+        """Return the stored result of this call (needs ``CLOUDTASK["RESULTS"] = True``)."""
+        from .results import get_result
+
+        return get_result(self.call_id)
+
 
 @dataclass(frozen=True, eq=False)
 class Task(Generic[P, R]):
@@ -55,12 +66,17 @@ class Task(Generic[P, R]):
     name: str
     queue: str | None = None
     url: str | None = None
-    named: bool = False
+    named: bool | Literal["args"] = False
     timeout: timedelta | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     max_retries: int | None = None
     retry_for: tuple[type[BaseException], ...] | None = None
     on_failure: Task[Any, Any] | str | None = None
+    method: str = "POST"
+    auth: Literal["oidc", "oauth"] | None = "oidc"
+    oauth_scope: str | None = None
+    app_engine: Mapping[str, str] | None = None
+    relative_uri: str | None = None
 
     def __post_init__(self) -> None:
         _check_options(self)
@@ -109,12 +125,13 @@ class Task(Generic[P, R]):
 class TaskCall(Generic[R]):
     """One call of a task with bound, JSON-checked arguments."""
 
-    __slots__ = ("_arguments_json", "_url", "task")
+    __slots__ = ("_arguments_json", "_headers", "_url", "task")
 
     def __init__(self, task: Task[Any, R], arguments_json: str) -> None:
         self.task = task
         self._arguments_json = arguments_json
         self._url = task.url
+        self._headers: Mapping[str, str] = task.headers
 
     def __repr__(self) -> str:
         args, kwargs = self.arguments
@@ -136,13 +153,47 @@ class TaskCall(Generic[R]):
     def url(self, value: str | None) -> None:
         self._url = None if value is None else conf.check_url(value, "TaskCall.url")
 
-    def delay(self, *, name: str | None = None) -> TaskHandle:
-        """Push the call to its queue now."""
-        return self._push(eta=None, name=name)
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The custom HTTP headers sent with this call (the task's unless set)."""
+        return self._headers
 
-    def push(self, *, name: str | None = None) -> TaskHandle:
-        """Push the call to its queue now (alias of :meth:`delay`)."""
-        return self._push(eta=None, name=name)
+    @headers.setter
+    def headers(self, value: Mapping[str, str]) -> None:
+        self._headers = check_headers(value, "TaskCall.headers")
+
+    def delay(self, *, name: str | None = None, unique: bool = False) -> TaskHandle:
+        """Push the call to its queue now; ``unique`` appends a random suffix to the name."""
+        return self._push(eta=None, name=name, unique=unique)
+
+    @overload
+    def push(
+        self, *, name: str | None = ..., unique: bool = ..., on_commit: Literal[False] = ...
+    ) -> TaskHandle: ...
+
+    @overload
+    def push(
+        self, *, name: str | None = ..., unique: bool = ..., on_commit: Literal[True]
+    ) -> None: ...
+
+    def push(
+        self, *, name: str | None = None, unique: bool = False, on_commit: bool = False
+    ) -> TaskHandle | None:
+        """Push the call now (alias of :meth:`delay`), or when the transaction commits."""
+        if on_commit:
+            self.delay_on_commit(name=name, unique=unique)
+            return None
+        return self._push(eta=None, name=name, unique=unique)
+
+    def delay_on_commit(
+        self, *, name: str | None = None, unique: bool = False, using: str | None = None
+    ) -> None:
+        """Push the call once the current transaction commits; nothing is pushed on rollback.
+
+        Outside a transaction it is pushed at once. The name is checked now, not at commit.
+        """
+        task_id = naming.task_id_for(self, name, unique)
+        transaction.on_commit(partial(self._push_named, None, task_id), using=using)
 
     def schedule(
         self,
@@ -150,9 +201,11 @@ class TaskCall(Generic[R]):
         at: datetime | None = None,
         countdown: float | timedelta | None = None,
         name: str | None = None,
+        unique: bool = False,
     ) -> TaskHandle:
         """Push the call to run at ``at`` or ``countdown`` (seconds or timedelta) from now."""
-        return self._push(eta=schedule_time(at=at, countdown=countdown), name=name)
+        eta = schedule_time(at=at, countdown=countdown)
+        return self._push(eta=eta, name=name, unique=unique)
 
     def execute(self) -> R:
         """Run the function now, in this process, as a task would run."""
@@ -163,14 +216,12 @@ class TaskCall(Generic[R]):
         """Run the function now, in this process (same as :meth:`execute`)."""
         return self.execute()
 
-    def _push(self, *, eta: datetime | None, name: str | None) -> TaskHandle:
+    def _push(self, *, eta: datetime | None, name: str | None, unique: bool) -> TaskHandle:
+        return self._push_named(eta, naming.task_id_for(self, name, unique))
+
+    def _push_named(self, eta: datetime | None, name: str | None) -> TaskHandle:
         from .backends import get_backend
 
-        if name is not None and not (isinstance(name, str) and TASK_ID_RE.match(name)):
-            raise ValueError(
-                f"Task name {name!r} is not a valid Cloud Tasks id: use 1 to 500 letters, "
-                "digits, hyphens or underscores."
-            )
         backend = get_backend()
         message = backend.build_message(self, eta=eta, name=name)
         started = time.perf_counter()
@@ -180,6 +231,7 @@ class TaskCall(Generic[R]):
             self.task,
             call_id=message.call_id,
             handle=handle,
+            call=self,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
         return handle
@@ -192,13 +244,6 @@ class TaskCall(Generic[R]):
 def new_call_id() -> str:
     """Return a fresh id for one call (it stays the same across retries)."""
     return uuid.uuid4().hex
-
-
-def make_task_id(text: str) -> str:
-    """Return a valid Cloud Tasks id for ``text``, led by a hash so ids spread evenly."""
-    prefix = hashlib.sha256(text.encode()).hexdigest()[:12]
-    readable = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
-    return f"{prefix}-{readable}"[:500].rstrip("-")
 
 
 def schedule_time(*, at: datetime | None, countdown: float | timedelta | None) -> datetime:
@@ -240,8 +285,11 @@ def _check_options(task: Task[Any, Any]) -> None:
         conf.check_queue_name(task.queue, f"@task(queue=...) of {task.name}")
     if task.url is not None:
         conf.check_url(task.url, f"@task(url=...) of {task.name}")
-    if not isinstance(task.named, bool):
-        raise TypeError(f"@task(named=...) of {task.name} must be True or False.")
+    if not (isinstance(task.named, bool) or task.named == "args"):
+        raise TypeError(
+            f"@task(named=...) of {task.name} must be True or False, or 'args' for an id "
+            "derived from the arguments."
+        )
     if task.timeout is not None:
         object.__setattr__(
             task, "timeout", conf.check_timeout(task.timeout, f"@task(timeout=...) of {task.name}")
@@ -250,6 +298,7 @@ def _check_options(task: Task[Any, Any]) -> None:
         task, "headers", check_headers(task.headers, f"@task(headers=...) of {task.name}")
     )
     check_retry_options(task)
+    check_target(task)
 
 
 def check_headers(headers: Any, what: str) -> dict[str, str]:
@@ -311,13 +360,18 @@ def task(
     *,
     queue: str | None = None,
     url: str | None = None,
-    named: bool = False,
+    named: bool | Literal["args"] = False,
     name: str | None = None,
     timeout: float | timedelta | None = None,
     headers: Mapping[str, str] | None = None,
     max_retries: int | None = None,
     retry_for: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     on_failure: Task[Any, Any] | str | None = None,
+    method: str = "POST",
+    auth: Literal["oidc", "oauth"] | None = "oidc",
+    oauth_scope: str | None = None,
+    app_engine: Mapping[str, str] | None = None,
+    relative_uri: str | None = None,
 ) -> Callable[[Callable[Concatenate[CloudTaskRequest, P], R]], Task[P, R]]: ...
 
 
@@ -327,13 +381,18 @@ def task(
     *,
     queue: str | None = None,
     url: str | None = None,
-    named: bool = False,
+    named: bool | Literal["args"] = False,
     name: str | None = None,
     timeout: float | timedelta | None = None,
     headers: Mapping[str, str] | None = None,
     max_retries: int | None = None,
     retry_for: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     on_failure: Task[Any, Any] | str | None = None,
+    method: str = "POST",
+    auth: Literal["oidc", "oauth"] | None = "oidc",
+    oauth_scope: str | None = None,
+    app_engine: Mapping[str, str] | None = None,
+    relative_uri: str | None = None,
 ) -> Task[P, R] | Callable[[Callable[Concatenate[CloudTaskRequest, P], R]], Task[P, R]]:
     """Register a function as a task; use bare (``@task``) or with options."""
 
@@ -352,6 +411,11 @@ def task(
             max_retries=max_retries,
             retry_for=retry_for,  # type: ignore[arg-type]  # normalised to a tuple
             on_failure=on_failure,
+            method=method,
+            auth=auth,
+            oauth_scope=oauth_scope,
+            app_engine=app_engine,
+            relative_uri=relative_uri,
         )
         registry.register(definition)
         return definition

@@ -162,3 +162,40 @@ def reports_last_attempt(request: CloudTaskRequest) -> bool:
 @task(on_failure="tests.tasks.no_such_handler")
 def fails_with_missing_handler(request: CloudTaskRequest) -> None:
     raise ValueError("handler is missing")
+
+
+# Cloud Tasks backend: target options --------------------------------------------------------
+
+
+@task(method="PUT", url="http://127.0.0.1:9/partner/tasks/")
+def put_to_partner(request: CloudTaskRequest, n: int) -> None:
+    calls.append(("put_to_partner", n))
+
+
+@task(auth="oauth", oauth_scope="https://www.googleapis.com/auth/cloud-tasks")
+def with_oauth_token(request: CloudTaskRequest) -> None:
+    calls.append(("with_oauth_token", None))
+
+
+@task(auth=None)
+def without_token(request: CloudTaskRequest) -> None:
+    calls.append(("without_token", None))
+
+
+@task(
+    app_engine={"service": "worker", "version": "v2", "instance": "1"},
+    relative_uri="/_tasks/?via=gae",
+)
+def on_app_engine(request: CloudTaskRequest) -> None:
+    calls.append(("on_app_engine", None))
+
+
+@task(named="args")
+def deduplicated(request: CloudTaskRequest, a: int, b: int = 2) -> int:
+    calls.append(("deduplicated", (a, b)))
+    return a + b
+
+
+@task(timeout=120, queue="reports")
+def with_deadline(request: CloudTaskRequest) -> None:
+    calls.append(("with_deadline", None))

@@ -2,73 +2,27 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import call_command
 from django.test import Client, override_settings
-from django.urls import include, path
 
 from cloudtask import conf
 from cloudtask.models import LocalQueue, LocalTask
 from tests import tasks
-from tests.settings import INSTALLED_APPS, MIDDLEWARE
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ADMIN_APPS = [
-    "django.contrib.admin",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    *INSTALLED_APPS,
-]
-ADMIN_MIDDLEWARE = [
-    *MIDDLEWARE,
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-]
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-            ]
-        },
-    }
-]
 
 
 @pytest.fixture
 def client() -> Iterator[Client]:
-    with override_settings(
-        INSTALLED_APPS=ADMIN_APPS,
-        MIDDLEWARE=ADMIN_MIDDLEWARE,
-        TEMPLATES=TEMPLATES,
-        CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": "http://127.0.0.1:8000/_tasks/"},
-    ):
-        from django.contrib import admin
-
-        urls = types.ModuleType("cloudtask_admin_test_urls")
-        urls.urlpatterns = [  # type: ignore[attr-defined]
-            path("admin/", admin.site.urls),
-            path("_tasks/", include("cloudtask.urls")),
-        ]
-        sys.modules[urls.__name__] = urls
-        call_command("migrate", verbosity=0)
-        with override_settings(ROOT_URLCONF=urls.__name__):
-            user = User.objects.create_superuser("admin", "admin@example.com", "pw")
-            client = Client()
-            client.force_login(user)
-            yield client
-        del sys.modules[urls.__name__]
+    local = {"BACKEND": conf.LOCAL_BACKEND, "URL": "http://127.0.0.1:8000/_tasks/"}
+    with override_settings(CLOUDTASK=local):
+        user = User.objects.create_superuser("admin", "admin@example.com", "pw")
+        client = Client()
+        client.force_login(user)
+        yield client
 
 
 def act(client: Client, model: str, action: str, pks: list[int]) -> str:

@@ -1,3 +1,7 @@
+from django.contrib import admin
 from django.urls import include, path
 
-urlpatterns = [path("_tasks/", include("cloudtask.urls"))]
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("_tasks/", include("cloudtask.urls")),
+]

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from django.urls import NoReverseMatch, get_script_prefix, get_urlconf, reverse
 
 from .. import conf, signing
 from ..exceptions import ConfigurationError, PayloadTooLarge
-from ..task import TaskHandle, make_task_id, new_call_id
+from ..task import TaskHandle, new_call_id
 
 if TYPE_CHECKING:
     from ..task import Task, TaskCall
@@ -77,6 +77,8 @@ class BaseBackend:
     supports_schedule: ClassVar[bool] = True
     #: Whether a second push of the same task name is refused.
     supports_named: ClassVar[bool] = True
+    #: Whether ``push_many`` may call :meth:`push` from several threads at once.
+    supports_concurrent_push: ClassVar[bool] = False
 
     def default_url(self) -> str:
         """Return the endpoint URL to use when neither the call nor the settings give one."""
@@ -97,16 +99,16 @@ class BaseBackend:
         """Encode, sign and route one call (``call_id``/``extra`` are kept across retries)."""
         task = call.task
         url = call.url or conf.get("URL") or self.default_url()
+        if task.relative_uri is not None:  # App Engine: same host, the task's own path
+            url = urljoin(url, task.relative_uri)
         queue = task.queue or conf.get("QUEUE")
-        if name is None and task.named:
-            name = make_task_id(task.name)
         call_id = call_id or new_call_id()
         body = call.envelope_body(call_id, extra)
         limit = conf.get("MAX_BODY_SIZE")
         if len(body) > limit:
             raise PayloadTooLarge(len(body), limit)
         headers = {
-            **task.headers,
+            **call.headers,
             "Content-Type": "application/json",
             signing.SIGNATURE_HEADER: signing.sign(signed_path(url), body),
         }
@@ -123,6 +125,7 @@ class BaseBackend:
             headers=headers,
             body=body,
             timeout=timeout,
+            method=task.method,
         )
 
     def push(self, message: TaskMessage) -> TaskHandle:

@@ -1,0 +1,118 @@
+"""The one Cloud Tasks client of this process: made on first push, shared by every thread.
+
+A gRPC channel is thread-safe but does not survive ``fork``, so the client is dropped in a
+forked child and when settings change, and made again on the next push. Nothing here does
+I/O at import.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .. import conf
+from ..exceptions import ConfigurationError
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+_HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$|^\[[0-9A-Fa-f:]+\]:[0-9]{1,5}$")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A client and what it was made with."""
+
+    client: Any  # google.cloud.tasks_v2.CloudTasksClient
+    credentials: Any  # google.auth credentials, or None for the emulator
+    emulator_host: str | None
+    pid: int
+
+
+_lock = threading.Lock()
+_current: Connection | None = None
+
+
+def connection() -> Connection:
+    """Return this process's connection, making it on first use."""
+    global _current
+    current = _current
+    if current is not None and current.pid == os.getpid():
+        return current
+    with _lock:
+        if _current is None or _current.pid != os.getpid():
+            _current = _connect()
+        return _current
+
+
+def client() -> Any:
+    """Return the shared ``CloudTasksClient``."""
+    return connection().client
+
+
+def reset() -> None:
+    """Forget the client; the next push makes a new one."""
+    global _current
+    _current = None
+
+
+conf.on_change(reset)
+if hasattr(os, "register_at_fork"):
+    # The parent's channel is not usable in the child; the child makes its own.
+    os.register_at_fork(after_in_child=reset)
+
+
+def account() -> str:
+    """Describe the account pushes are made as, for error messages."""
+    current = _current
+    if current is None or current.credentials is None:
+        return "(emulator, no credentials)" if current else "(unknown)"
+    creds = current.credentials
+    for attribute in ("service_account_email", "signer_email", "account"):
+        value = getattr(creds, attribute, None)
+        if isinstance(value, str) and value and value != "default":
+            return value
+    return f"(the application default credentials, {type(creds).__name__})"
+
+
+def _connect() -> Connection:
+    from google.cloud import tasks_v2
+
+    host = conf.get("EMULATOR_HOST")
+    if host:
+        import grpc
+        from google.cloud.tasks_v2.services.cloud_tasks.transports import (
+            CloudTasksGrpcTransport,
+        )
+
+        channel = grpc.insecure_channel(check_emulator_host(host))
+        transport = CloudTasksGrpcTransport(channel=channel)
+        return Connection(tasks_v2.CloudTasksClient(transport=transport), None, host, os.getpid())
+    credentials = _default_credentials()
+    client = tasks_v2.CloudTasksClient(credentials=credentials)
+    return Connection(client, credentials, None, os.getpid())
+
+
+def _default_credentials() -> Any:
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    except DefaultCredentialsError as exc:
+        raise ConfigurationError(
+            "No Google credentials found to push to Cloud Tasks. On Cloud Run they come "
+            "from the service's account; locally run `gcloud auth application-default "
+            "login`, or set CLOUDTASK['EMULATOR_HOST'] to use the emulator."
+        ) from exc
+    return credentials
+
+
+def check_emulator_host(value: Any) -> str:
+    """Validate ``EMULATOR_HOST`` ("host:port") and return it."""
+    if not isinstance(value, str) or not _HOST_RE.match(value):
+        raise ConfigurationError(
+            f"CLOUDTASK['EMULATOR_HOST'] must be 'host:port', e.g. '127.0.0.1:8123', not {value!r}."
+        )
+    return value

@@ -1,0 +1,137 @@
+"""Stored results: one TaskResult row per call, when ``CLOUDTASK["RESULTS"]`` is True.
+
+The recorder listens to :mod:`cloudtask.signals`. Its receivers are connected only while the
+setting is on, so deliveries pay nothing for results they do not keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from . import conf, envelope, failures, signals
+from .exceptions import CloudTaskError, ConfigurationError
+
+if TYPE_CHECKING:
+    from .models import TaskResult
+
+
+class ResultNotFound(CloudTaskError, LookupError):
+    """No result row exists for the call id."""
+
+
+def enabled() -> bool:
+    """Return whether results are stored, refusing a value that is not a bool."""
+    value = conf.get("RESULTS")
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"CLOUDTASK['RESULTS'] must be True or False, not {value!r}.")
+    return value
+
+
+def get_result(call_id: str) -> TaskResult:
+    """Return the stored result of a call (``handle.call_id``)."""
+    from .models import TaskResult as Model
+
+    if not enabled():
+        raise ConfigurationError("Results are not stored: set CLOUDTASK['RESULTS'] = True.")
+    try:
+        row: TaskResult = Model.objects.get(call_id=call_id)
+    except Model.DoesNotExist:
+        raise ResultNotFound(f"No result is stored for call {call_id!r}.") from None
+    return row
+
+
+def _save(call_id: str, task: Any, **fields: Any) -> None:
+    from .models import TaskResult
+
+    attempts = fields.pop("add_attempt", False)
+    updated = TaskResult.objects.filter(call_id=call_id).update(
+        **fields, **({"attempts": F("attempts") + 1} if attempts else {})
+    )
+    if not updated:
+        TaskResult.objects.get_or_create(
+            call_id=call_id, defaults={"task": task.name, "attempts": int(attempts), **fields}
+        )
+
+
+def on_pushed(sender: Any, task: Any, call_id: str, handle: Any, call: Any, **kwargs: Any) -> None:
+    """Record the pushed call with its arguments."""
+    args, call_kwargs = call.arguments
+    fields = {"queue": handle.queue, "task_name": handle.name, "pushed_at": timezone.now()}
+    _save(call_id, task, args=args, kwargs=call_kwargs, **fields)
+
+
+def on_started(sender: Any, task: Any, call_id: str, request: Any, **kwargs: Any) -> None:
+    """Count the attempt."""
+    fields = {"status": "started", "started_at": timezone.now(), "add_attempt": True}
+    _save(call_id, task, queue=request.queue_name.rsplit("/", 1)[-1], **fields)
+
+
+def on_succeeded(sender: Any, task: Any, call_id: str, result: Any, **kwargs: Any) -> None:
+    """Store the return value; one that is not JSON is recorded as a failure."""
+    try:
+        envelope.dumps(result)
+    except (TypeError, ValueError) as exc:
+        error = TypeError(
+            f"{task.name} returned {type(result).__name__}, which is not JSON-serialisable "
+            f"({exc}); return JSON values when results are stored."
+        )
+        _finish(call_id, task, "failed", error=error, reason="result-not-json")
+        return
+    _finish(call_id, task, "succeeded", result=result)
+
+
+def on_retrying(sender: Any, task: Any, call_id: str, error: Any, **kwargs: Any) -> None:
+    """Record the failed attempt; the call will run again."""
+    _save(call_id, task, status="retrying", **_error_fields(error))
+
+
+def on_failed(sender: Any, task: Any, call_id: str, error: Any, reason: str, **kwargs: Any) -> None:
+    """Record the final failure."""
+    _finish(call_id, task, "failed", error=error, reason=reason)
+
+
+def _finish(
+    call_id: str, task: Any, status: str, *, result: Any = None, error: Any = None, reason: str = ""
+) -> None:
+    fields = {"status": status, "result": result, "finished_at": timezone.now()}
+    _save(call_id, task, failure_reason=reason, **fields, **_error_fields(error))
+
+
+def _error_fields(error: BaseException | None) -> dict[str, str]:
+    if error is None:
+        return {}
+    described = failures.describe(error)
+    return {
+        "error_type": described["type"],
+        "error_message": described["message"],
+        "traceback": described["traceback"],
+    }
+
+
+_RECEIVERS: list[tuple[Any, Callable[..., None]]] = [
+    (signals.task_pushed, on_pushed),
+    (signals.task_started, on_started),
+    (signals.task_succeeded, on_succeeded),
+    (signals.task_retrying, on_retrying),
+    (signals.task_failed, on_failed),
+]
+
+
+def sync_receivers() -> None:
+    """Connect the recorder while RESULTS is True, and disconnect it otherwise."""
+    try:
+        on = enabled()
+    except ConfigurationError:
+        on = False  # reported by the system check
+    for signal, receiver in _RECEIVERS:
+        if on:
+            signal.connect(receiver, dispatch_uid=f"cloudtask.results.{receiver.__name__}")
+        else:
+            signal.disconnect(receiver, dispatch_uid=f"cloudtask.results.{receiver.__name__}")
+
+
+conf.on_change(sync_receivers)

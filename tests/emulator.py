@@ -1,0 +1,173 @@
+"""gcloud-tasks-emulator, run in-process on 127.0.0.1, plus scripted faults it cannot show.
+
+The emulator package binds every interface; here its queue state, servicer and dispatcher
+are served by our own gRPC server bound to 127.0.0.1 on a free port. The servicer records
+every CreateTask/CreateQueue request (the client's own proto-plus types, so tests compare
+them with ``==``) and can answer the next calls with a gRPC error, for the Cloud Tasks
+behaviours the emulator lacks (ALREADY_EXISTS, FAILED_PRECONDITION, UNAVAILABLE,
+PERMISSION_DENIED). Everything else is the emulator's own behaviour, including the real
+HTTP POST of each task to its URL once its schedule_time has passed.
+
+Test modules import the ``*_fixture`` functions; pytest knows them by their ``name``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+from gcloud_tasks_emulator import server as emulator_server
+from gcloud_tasks_emulator.cloudtasks_pb2_grpc import add_CloudTasksServicer_to_server
+
+PROJECT = "test-project"
+LOCATION = "europe-west6"
+LOCATION_PATH = f"projects/{PROJECT}/locations/{LOCATION}"
+UNREACHABLE_URL = "http://127.0.0.1:9/_tasks/"
+
+
+def queue_path(queue: str) -> str:
+    return f"{LOCATION_PATH}/queues/{queue}"
+
+
+class ScriptedServicer(emulator_server.Greeter):  # type: ignore[misc]
+    """The emulator's servicer, recording requests and failing on demand."""
+
+    def __init__(self, state: Any) -> None:
+        super().__init__(state)
+        self.requests: list[tuple[str, Any]] = []
+        self.faults: dict[str, list[tuple[grpc.StatusCode, str]]] = {}
+        self.latency = 0.0
+        self._lock = threading.Lock()
+
+    def fail_next(self, method: str, code: grpc.StatusCode, details: str, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``code`` and ``details``."""
+        with self._lock:
+            self.faults.setdefault(method, []).extend([(code, details)] * times)
+
+    def _intercept(self, method: str, request: Any, context: Any) -> None:
+        if self.latency:
+            time.sleep(self.latency)  # a network round trip; releases the GIL like one
+        # A copy: the emulator's own handler fills in fields (name, method) in place.
+        copy = type(request).deserialize(type(request).serialize(request))
+        with self._lock:
+            self.requests.append((method, copy))
+            fault = self.faults.get(method, []).pop(0) if self.faults.get(method) else None
+        if fault is not None:
+            context.abort(*fault)
+
+    def CreateTask(self, request: Any, context: Any) -> Any:
+        self._intercept("CreateTask", request, context)
+        return super().CreateTask(request, context)
+
+    def CreateQueue(self, request: Any, context: Any) -> Any:
+        self._intercept("CreateQueue", request, context)
+        return super().CreateQueue(request, context)
+
+
+class Emulator:
+    """The emulator's queues and HTTP dispatcher behind a gRPC server on 127.0.0.1."""
+
+    def __init__(
+        self, *, queues: tuple[str, ...] = ("default", "emails", "reports"), workers: int = 64
+    ) -> None:
+        # max_retries=0: a task whose delivery fails is dropped, not retried every 0.1 s.
+        self.state = emulator_server.QueueState("127.0.0.1", 80, 0)
+        for queue in queues:
+            self.create_queue(queue)
+        self.servicer = ScriptedServicer(self.state)
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+        add_CloudTasksServicer_to_server(self.servicer, self._grpc)
+        port = self._grpc.add_insecure_port("127.0.0.1:0")
+        self.host = f"127.0.0.1:{port}"
+        self._processor = emulator_server.Processor(self.state)
+
+    def start(self, *, dispatch: bool = True) -> Emulator:
+        """Serve the API; ``dispatch=False`` keeps tasks queued instead of POSTing them."""
+        self._grpc.start()
+        if dispatch:
+            self._processor.start()
+        return self
+
+    def stop(self) -> None:
+        if self._processor.is_alive():
+            self._processor.join(timeout=2)
+        self._grpc.stop(grace=0).wait(2)
+
+    def create_queue(self, queue: str) -> None:
+        from google.cloud import tasks_v2
+
+        self.state.create_queue(LOCATION_PATH, tasks_v2.Queue(name=queue_path(queue)))
+
+    def queue_names(self) -> list[str]:
+        return [name.rsplit("/", 1)[-1] for name in self.state.queue_names()]
+
+    def tasks(self, queue: str) -> list[Any]:
+        """The tasks still waiting in ``queue`` (delivered ones are removed)."""
+        return list(self.state.list_tasks(queue_path(queue)))
+
+    def reset(self) -> None:
+        """Forget recorded requests, pending faults and the latency."""
+        self.servicer.requests.clear()
+        self.servicer.faults.clear()
+        self.servicer.latency = 0.0
+
+    def created(self, method: str = "CreateTask") -> list[Any]:
+        """The recorded requests of ``method``, in arrival order."""
+        return [request for name, request in self.servicer.requests if name == method]
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        """Return a CLOUDTASK dict that pushes to this emulator."""
+        return {
+            "BACKEND": "cloudtask.backends.cloudtasks.CloudTasksBackend",
+            "PROJECT": PROJECT,
+            "LOCATION": LOCATION,
+            # Nothing listens on port 9: the emulator's delivery attempt fails at once, locally.
+            "URL": UNREACHABLE_URL,
+            "EMULATOR_HOST": self.host,
+            **extra,
+        }
+
+
+@pytest.fixture(scope="session", name="emulator_server")
+def emulator_server_fixture() -> Iterator[Emulator]:
+    emulator = Emulator().start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(name="emulator")
+def emulator_fixture(emulator_server: Emulator) -> Iterator[Emulator]:
+    """The session's emulator, with recordings and faults cleared for this test."""
+    emulator_server.reset()
+    yield emulator_server
+    emulator_server.reset()
+
+
+def wait_for(predicate: Any, *, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+@pytest.fixture(scope="session", name="static_url")
+def static_url_fixture() -> None:
+    """Give live_server the STATIC_URL its static files handler needs before it starts."""
+    from django.conf import settings
+
+    if not getattr(settings, "STATIC_URL", None):
+        settings.STATIC_URL = "/static/"
+
+
+@pytest.fixture(name="task_endpoint")
+def task_endpoint_fixture(static_url: None, live_server: Any, transactional_db: None) -> str:
+    """The absolute URL of the task endpoint served by live_server."""
+    return str(live_server.url) + "/_tasks/"
