@@ -34,6 +34,10 @@ tox: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/endpoint.py
+	$(BIN)/python benchmarks/oidc.py
+	$(BIN)/python benchmarks/push.py
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/local.py
 
 clean:
 	rm -rf $(VENV) .tox .mypy_cache .pytest_cache .ruff_cache build *.egg-info
