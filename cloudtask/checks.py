@@ -14,6 +14,7 @@
 | cloudtask.E010 | the task endpoint is not in the URLconf |
 | cloudtask.E011 | MAX_BODY_SIZE is not a positive integer |
 | cloudtask.E012 | RESULTS is not True or False |
+| cloudtask.E013 | EMULATOR_HOST is not "host:port" |
 | cloudtask.E020 | OIDC is not a dict, or has an unknown key |
 | cloudtask.E021 | OIDC AUDIENCE is not an absolute http(s) URL, or none can be derived |
 | cloudtask.E022 | OIDC required but SERVICE_ACCOUNTS (default [SAE]) empty or not strings |
@@ -81,6 +82,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     except ConfigurationError as exc:
         messages.append(Error(str(exc), id="cloudtask.E007"))
     messages += _check_urlconf()
+    messages += _check_emulator_host()
     if not isinstance(conf.get("RESULTS"), bool):
         messages.append(
             Error(
@@ -136,6 +138,18 @@ _REQUIRED_HINTS = {
     "LOCATION": "Set it to the queue's region, e.g. 'europe-west6'.",
     "URL": "Set it to the task endpoint's absolute URL, e.g. 'https://app.example.com/_tasks/'.",
 }
+
+
+def _check_emulator_host() -> list[CheckMessage]:
+    from .backends.gcp_client import check_emulator_host
+
+    host = conf.get("EMULATOR_HOST")
+    try:
+        if host is not None:
+            check_emulator_host(host)
+    except ConfigurationError as exc:
+        return [Error(str(exc), id="cloudtask.E013")]
+    return []
 
 
 def _check_urlconf() -> list[CheckMessage]:

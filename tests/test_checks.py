@@ -56,6 +56,8 @@ def test_complete_cloud_tasks_configuration_is_clean() -> None:
         ({**IMMEDIATE, "TIMEOUT": 3}, ["cloudtask.E009"], "between 15 seconds and 30 minutes"),
         ({**IMMEDIATE, "MAX_BODY_SIZE": 0}, ["cloudtask.E011"], "positive number of bytes"),
         ({**IMMEDIATE, "QUEU": "default"}, ["cloudtask.W001"], "unknown key 'QUEU'"),
+        ({**IMMEDIATE, "RESULTS": 1}, ["cloudtask.E012"], "must be True or False"),
+        ({**IMMEDIATE, "EMULATOR_HOST": "localhost"}, ["cloudtask.E013"], "must be 'host:port'"),
     ],
 )
 def test_each_misconfiguration_has_its_id(cloudtask: Any, expected: list[str], text: str) -> None:

@@ -502,3 +502,48 @@ def test_scheduled_task_waits_for_its_eta(scripted: ScriptedServer) -> None:
     [sent] = scripted.requests
     assert sent["headers"]["X-CloudTasks-TaskETA"] == f"{eta.timestamp():.6f}"
     assert row(handle.name).first_attempt_at == eta
+
+
+# Failure handling through the worker: the attempt headers come from real deliveries.
+
+
+def test_max_retries_gives_up_and_the_worker_keeps_it_as_failed(endpoint: str) -> None:
+    clock = FakeClock()
+    with override_settings(CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": endpoint}):
+        handle = tasks.fails_twice_allowed(n=1).delay()
+        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        worker = Worker(clock=clock)
+        for _ in range(5):
+            drain(worker)
+            clock.advance(600)
+        handler = LocalTask.objects.get(task="tests.tasks.record_failure")
+    # Attempts at retry counts 0, 1 and 2; the third failure reaches max_retries=2.
+    assert [c for c in tasks.calls if c[0] == "fails_twice_allowed"] == [
+        ("fails_twice_allowed", 0),
+        ("fails_twice_allowed", 1),
+        ("fails_twice_allowed", 2),
+    ]
+    task = row(handle.name)
+    assert (task.status, task.dispatch_count, task.last_response_status) == ("failed", 3, 200)
+    assert json.loads(task.last_response)["reason"] == "max-retries"
+    assert handler.status == "succeeded"  # on_failure was pushed and delivered
+    [(_, payload)] = [c for c in tasks.calls if c[0] == "record_failure"]
+    assert payload["id"] == handle.call_id
+
+
+def test_request_retry_copies_run_through_the_worker(endpoint: str) -> None:
+    clock = FakeClock()
+    with override_settings(CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": endpoint}):
+        handle = tasks.retries_itself(countdown=30).delay()
+        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        worker = Worker(clock=clock)
+        for _ in range(6):
+            LocalTask.objects.filter(status="queued").update(schedule_time=T0)
+            drain(worker)
+            clock.advance(60)
+    assert [c[1] for c in tasks.calls if c[0] == "retries_itself"] == [0, 1, 2]
+    copies = LocalTask.objects.filter(task="tests.tasks.retries_itself").order_by("id")
+    assert [t.status for t in copies] == ["succeeded", "succeeded", "failed"]
+    assert (
+        LocalTask.objects.filter(task="tests.tasks.record_failure", status="succeeded").count() == 1
+    )

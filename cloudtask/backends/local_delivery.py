@@ -193,6 +193,10 @@ def _retry_after(header: str) -> timedelta | None:
     return max(timedelta(0), min(delay, MAX_RETRY_AFTER))
 
 
+#: How the endpoint's body starts when a task failed for good but answered 2xx.
+GAVE_UP = '{"status":"failed"'
+
+
 def outcome_fields(
     claimed: Claimed, answer: Answer, config: QueueConfig, now: datetime
 ) -> tuple[str, dict[str, Any]]:
@@ -212,6 +216,10 @@ def outcome_fields(
         "dispatch_count": claimed.dispatch_count - (not answer.dispatched),
     }
     if answer.status is not None and 200 <= answer.status < 300:
+        if answer.excerpt.startswith(GAVE_UP):
+            # The endpoint answered 2xx so nothing retries, but the call failed for good
+            # (Reject, max_retries, retry_for): keep it as failed for inspection.
+            return "failed", {**fields, "status": "failed", "retry_reason": "gave up"}
         return "succeeded", {**fields, "status": "succeeded", "retry_reason": ""}
     if config.exhausted(fields["dispatch_count"], now - claimed.first_attempt_at):
         return "failed", {**fields, "status": "failed"}
