@@ -87,6 +87,7 @@ def test_deploy_flags_development_backends_without_debug(backend: str) -> None:
         assert check_deploy() == []
 
 
+@pytest.mark.django_db  # Django 6.1's check command opens a connection
 def test_check_command_fails_on_errors() -> None:
     with override_settings(CLOUDTASK={"PROJECT": "p"}), pytest.raises(SystemCheckError) as excinfo:
         call_command("check", stdout=StringIO(), stderr=StringIO())
@@ -94,6 +95,7 @@ def test_check_command_fails_on_errors() -> None:
     assert "cloudtask.E005" in str(excinfo.value)
 
 
+@pytest.mark.django_db
 def test_check_deploy_command_reports_warnings() -> None:
     out = StringIO()
     with override_settings(CLOUDTASK={**GOOD_CLOUD, "SECRET": "short"}):
