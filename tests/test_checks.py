@@ -87,7 +87,7 @@ def test_deploy_flags_development_backends_without_debug(backend: str) -> None:
         assert check_deploy() == []
 
 
-@pytest.mark.django_db  # Django 6.1's check command opens a connection
+@pytest.mark.django_db  # model checks ask SQLite whether it supports JSONField
 def test_check_command_fails_on_errors() -> None:
     with override_settings(CLOUDTASK={"PROJECT": "p"}), pytest.raises(SystemCheckError) as excinfo:
         call_command("check", stdout=StringIO(), stderr=StringIO())

@@ -172,6 +172,7 @@ def test_deploy_warnings(cloudtask: dict[str, Any], expected: list[str]) -> None
         assert ids(check_oidc_deploy()) == expected
 
 
+@pytest.mark.django_db  # model checks ask SQLite whether it supports JSONField
 def test_check_command_reports_oidc_errors() -> None:
     with (
         override_settings(CLOUDTASK={**CLOUD, "OIDC": {"SERVICE_ACCOUNTS": []}}),
@@ -181,6 +182,7 @@ def test_check_command_reports_oidc_errors() -> None:
     assert "cloudtask.E022" in str(raised.value)
 
 
+@pytest.mark.django_db  # model checks ask SQLite whether it supports JSONField
 def test_check_deploy_command_reports_oidc_warnings() -> None:
     out = StringIO()
     insecure = {**IMMEDIATE, "SAE": SAE, "URL": "http://app.example.com/_tasks/"}

@@ -205,6 +205,7 @@ def test_check_dedup_window() -> None:
     assert ids(LOCAL_DEDUP_WINDOW=timedelta(minutes=5), QUEUES={"q": {"max_attempts": 5}}) == []
 
 
+@pytest.mark.django_db  # model checks ask SQLite whether it supports JSONField
 def test_manage_py_check_reports_bad_queue_config() -> None:
     settings = {"BACKEND": conf.LOCAL_BACKEND, "QUEUES": {"q": {"max_attempts": -2}}}
     with override_settings(CLOUDTASK=settings), pytest.raises(SystemCheckError) as excinfo:
