@@ -46,11 +46,9 @@ class LocalTaskAdmin(TaskAdminBase):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # tasks are pushed by code, never typed in
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deleting rows outright would free their names at once; delete_tasks keeps them.
-        actions.pop("delete_selected", None)
-        return actions
+        return False
 
     @admin.action(description="Run selected tasks now")
     def run_now(self, request: HttpRequest, queryset: QuerySet[LocalTask]) -> None:
