@@ -153,3 +153,23 @@ def test_in_process_backends_need_the_endpoint_or_a_url() -> None:
 
     with pytest.raises(ConfigurationError, match=r'include\("cloudtask\.urls"\)'):
         tasks.noop().delay()
+
+
+@override_settings(
+    CLOUDTASK={
+        "BACKEND": "cloudtask.backends.immediate.ImmediateBackend",
+        "URL": "https://app.example.com/_tasks/",
+    },
+    ALLOWED_HOSTS=["app.example.com"],
+)
+def test_run_all_sends_the_host_and_scheme_of_the_task_url() -> None:
+    with capture_tasks() as captured:
+        tasks.record_request().delay()
+        call = tasks.record_request()
+        call.url = "https://elsewhere.example.com/_tasks/"
+        call.push()
+        responses = captured.run_all()
+    assert [r.status_code for r in responses] == [200, 400]
+    request = tasks.calls[0][1].http_request
+    assert request.get_host() == "app.example.com"
+    assert request.is_secure()

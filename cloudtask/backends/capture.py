@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from django.test import Client
 
@@ -61,6 +62,8 @@ class CapturedTask:
         headers = {
             **self.http_request.headers,
             **cloud_tasks_headers(queue=self.queue, name=self.name, eta=self.eta),
+            # Cloud Tasks connects to the URL's host; ALLOWED_HOSTS must accept it, as there.
+            "Host": urlsplit(self.url).netloc,
         }
         if conf.oidc_required():
             # Cloud Tasks would add a Google-signed token; a development token stands in.
