@@ -22,6 +22,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
 def example_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {**os.environ, "EXAMPLE_DB": str(tmp_path / "example.sqlite3"), **extra}
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    # As under a process manager: output to a pipe is buffered unless the commands flush it.
+    env.pop("PYTHONUNBUFFERED", None)
     return env
 
 

@@ -77,23 +77,27 @@ class Command(BaseCommand):
         if verbosity:
             mode = "burst" if options["burst"] else "watching"
             served = ",".join(worker.queues or ["*"])
-            self.stdout.write(f"cloudtask_worker mode={mode} queues={served} pid={os.getpid()}")
+            self._line(f"cloudtask_worker mode={mode} queues={served} pid={os.getpid()}")
         restore = worker.install_signal_handlers()
         try:
             summary = worker.run(burst=options["burst"])
         finally:
             restore()
-        self.stdout.write(f"cloudtask_worker {summary.line()}")
+        self._line(f"cloudtask_worker {summary.line()}")
         if worker.in_flight:
             # Second signal: leave at once; leases hand unfinished tasks to the next worker.
-            self.stdout.flush()
             os._exit(130)
         if options["burst"] and (summary.failed or awaiting_retry(worker.queues)):
             sys.exit(1)
 
+    def _line(self, line: str) -> None:
+        # Flushed at once: under a process manager stdout is a pipe, which Python buffers.
+        self.stdout.write(line)
+        self.stdout.flush()
+
     def _writer(self, verbosity: int) -> Any:
         def write(line: str) -> None:
             if verbosity >= 1:
-                self.stdout.write(line)
+                self._line(line)
 
         return write
