@@ -77,14 +77,19 @@ class PayloadTooLarge(PushError, ValueError):
         self.limit = limit
 
 
-class QueueNotFound(PushError):
-    """The queue does not exist and ``AUTO_CREATE_QUEUES`` is off (or creating it failed)."""
+class QueueNotFound(PushError, LookupError):
+    """The queue does not exist (a push with ``AUTO_CREATE_QUEUES`` off, or a management call)."""
 
-    def __init__(self, queue: str, path: str, detail: str = "") -> None:
+    #: What a push suggests; management calls pass their own ``hint``.
+    PUSH_HINT = (
+        "Create it (manage.py cloudtask_queues sync, or gcloud tasks queues create {queue} "
+        "--location=...) or set CLOUDTASK['AUTO_CREATE_QUEUES'] = True."
+    )
+
+    def __init__(self, queue: str, path: str, detail: str = "", hint: str | None = None) -> None:
+        hint = (self.PUSH_HINT if hint is None else hint).format(queue=queue)
         super().__init__(
-            f"The Cloud Tasks queue {path} does not exist{f' ({detail})' if detail else ''}. "
-            f"Create it (gcloud tasks queues create {queue} --location=...) or set "
-            "CLOUDTASK['AUTO_CREATE_QUEUES'] = True."
+            f"The queue {path} does not exist{f' ({detail})' if detail else ''}. {hint}".rstrip()
         )
         self.queue = queue
         self.path = path
@@ -93,29 +98,55 @@ class QueueNotFound(PushError):
 class QueueDeletedRecently(PushError):
     """The queue was deleted lately; Cloud Tasks refuses its name for up to 7 days."""
 
-    def __init__(self, queue: str, path: str) -> None:
+    def __init__(self, queue: str, path: str, hint: str | None = None) -> None:
         super().__init__(
-            f"The Cloud Tasks queue {path} was deleted recently, and Cloud Tasks does not "
-            "allow a queue of that name again for up to 7 days. Push to another queue "
+            f"The queue {path} was deleted recently, and Cloud Tasks does not "
+            "allow a queue of that name again for up to 7 days. Use another queue name "
             f"(@task(queue=...) or CLOUDTASK['QUEUE']) or resume using {queue!r} later."
+            + (f" {hint}" if hint else "")
         )
         self.queue = queue
         self.path = path
 
 
-class PushPermissionDenied(PushError):
+class CloudTasksPermissionDenied(CloudTaskError, PermissionError):
     """Cloud Tasks refused the credentials, or the account lacks a permission."""
 
-    def __init__(self, account: str, permission: str, resource: str, detail: str) -> None:
+    def __init__(
+        self,
+        account: str,
+        permission: str,
+        resource: str,
+        detail: str,
+        action: str = "",
+        what: str = "call",
+    ) -> None:
+        action = action or (
+            f"Grant the account a role with {permission!r} on the queue "
+            "(roles/cloudtasks.admin for queues, roles/cloudtasks.viewer to read)."
+        )
         super().__init__(
-            f"Cloud Tasks refused the push: account {account} lacks permission "
-            f"{permission!r} on {resource} ({detail}). Grant the pushing account "
-            "roles/cloudtasks.enqueuer on the queue, and roles/iam.serviceAccountUser on "
-            "CLOUDTASK['SAE'] when tasks carry a token."
+            f"Cloud Tasks refused the {what}: account {account} lacks permission "
+            f"{permission!r} on {resource} ({detail}). {action}"
         )
         self.account = account
         self.permission = permission
         self.resource = resource
+
+
+class PushPermissionDenied(CloudTasksPermissionDenied, PushError):
+    """The pushing account may not create tasks (or act as the OIDC service account)."""
+
+    def __init__(self, account: str, permission: str, resource: str, detail: str) -> None:
+        super().__init__(
+            account,
+            permission,
+            resource,
+            detail,
+            "Grant the pushing account roles/cloudtasks.enqueuer on the queue, and "
+            "roles/iam.serviceAccountUser on CLOUDTASK['SAE'] when tasks carry a token.",
+            what="push",
+        )
 
 
 class CloudTasksUnavailable(PushError):
@@ -146,6 +177,49 @@ class PushManyError(PushError):
         self.handles = handles
         #: The exception of each failed call, by its index in the input.
         self.errors = errors
+
+
+class TaskNotFound(CloudTaskError, LookupError):
+    """No such task in the queue: it ran, was deleted, or never existed."""
+
+    def __init__(self, queue: str, name: str, path: str = "") -> None:
+        super().__init__(
+            f"No task {name!r} in queue {queue!r}{f' ({path})' if path else ''}: it has "
+            "finished, was deleted, or never existed. Like Cloud Tasks, a queue keeps only "
+            "tasks that still wait for an attempt (cloudtask_tasks list "
+            f"{queue} shows them)."
+        )
+        self.queue = queue
+        self.name = name
+        self.path = path
+
+
+class QueueAlreadyExists(CloudTaskError):
+    """``create_queue`` was asked for a queue that exists."""
+
+    def __init__(self, queue: str, path: str) -> None:
+        super().__init__(
+            f"The queue {path} exists already. Change it with update_queue({queue!r}, ...) "
+            "or manage.py cloudtask_queues sync."
+        )
+        self.queue = queue
+        self.path = path
+
+
+class InvalidQueueConfig(CloudTaskError, ValueError):
+    """A queue setting given to a management call is unknown or out of Cloud Tasks' range."""
+
+
+class ManagementNotSupported(CloudTaskError):
+    """The configured backend keeps no queues (ImmediateBackend, capture_tasks)."""
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(
+            f"{backend} keeps no queues to manage: queue and task management works with "
+            "CLOUDTASK['BACKEND'] set to the Cloud Tasks backend or the local backend "
+            "(cloudtask.backends.local.LocalBackend)."
+        )
+        self.backend = backend
 
 
 class InvalidRequest(CloudTaskError, SuspiciousOperation):

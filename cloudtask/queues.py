@@ -96,77 +96,80 @@ class TokenBucket:
 def _number(value: Any, what: str, kind: type) -> Any:
     if isinstance(value, bool) or not isinstance(value, int if kind is int else int | float):
         expected = "an integer" if kind is int else "a number"
-        raise ConfigurationError(f"{what} must be {expected}, not {value!r}.")
+        raise ValueError(f"{what} must be {expected}, not {value!r}.")
     return kind(value)
 
 
 def _duration(value: Any, what: str) -> timedelta:
-    try:
-        delta = conf.to_timedelta(value, what)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(str(exc)) from None
+    delta = conf.to_timedelta(value, what)
     if delta < timedelta(0):
-        raise ConfigurationError(f"{what} must not be negative, not {value!r}.")
+        raise ValueError(f"{what} must not be negative, not {value!r}.")
     return delta
 
 
 def _check_limits(config: QueueConfig, what: str) -> None:
     rate = config.max_dispatches_per_second
     if not 0 < rate <= MAX_DISPATCHES_PER_SECOND:
-        raise ConfigurationError(
+        raise ValueError(
             f"{what}['max_dispatches_per_second'] must be above 0 and at most 500 "
             f"(Cloud Tasks' range), not {rate:g}."
         )
     concurrent = config.max_concurrent_dispatches
     if not 1 <= concurrent <= MAX_CONCURRENT_DISPATCHES:
-        raise ConfigurationError(
+        raise ValueError(
             f"{what}['max_concurrent_dispatches'] must be between 1 and 5000 "
             f"(Cloud Tasks' range), not {concurrent}."
         )
     if config.max_attempts == 0 or config.max_attempts < -1:
-        raise ConfigurationError(
+        raise ValueError(
             f"{what}['max_attempts'] must be -1 (unlimited) or at least 1, "
             f"not {config.max_attempts}."
         )
     if config.max_doublings < 0:
-        raise ConfigurationError(
-            f"{what}['max_doublings'] must be 0 or more, not {config.max_doublings}."
-        )
+        raise ValueError(f"{what}['max_doublings'] must be 0 or more, not {config.max_doublings}.")
     if config.max_backoff < config.min_backoff:
-        raise ConfigurationError(
+        raise ValueError(
             f"{what}['max_backoff'] ({config.max_backoff.total_seconds():g} s) must not be "
             f"shorter than min_backoff ({config.min_backoff.total_seconds():g} s)."
         )
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(QueueConfig) if f.name != "name"}
+#: The options of a queue, by name: rate limits and retry policy (Cloud Tasks' names).
+OPTIONS = {f.name: f for f in dataclasses.fields(QueueConfig) if f.name != "name"}
 
 
 def parse(name: Any, options: Any) -> QueueConfig:
-    """Validate one queue's options and return its QueueConfig."""
-    where = f"CLOUDTASK['QUEUES'][{name!r}]"
+    """Validate one queue's options in ``CLOUDTASK["QUEUES"]`` and return its QueueConfig."""
     try:
         conf.check_queue_name(name, f"The queue name {name!r} in CLOUDTASK['QUEUES']")
-    except ValueError as exc:
+        return build(name, options, where=f"CLOUDTASK['QUEUES'][{name!r}]")
+    except (TypeError, ValueError) as exc:
         raise ConfigurationError(str(exc)) from None
+
+
+def build(name: str, options: Any, *, where: str, base: QueueConfig | None = None) -> QueueConfig:
+    """Return ``base`` (default: Cloud Tasks' defaults) with ``options`` applied, validated.
+
+    Raises ValueError (or TypeError) with a message that names ``where`` and the option.
+    """
     if not isinstance(options, Mapping):
-        raise ConfigurationError(
+        raise TypeError(
             f"{where} must be a dict of options such as {{'max_attempts': 5}}, "
             f"not {type(options).__name__}."
         )
     values: dict[str, Any] = {}
     for key, value in options.items():
-        field = _FIELDS.get(key)
+        field = OPTIONS.get(key)
         if field is None:
-            raise ConfigurationError(
-                f"{where} has an unknown option {key!r}; known options: {', '.join(_FIELDS)}."
+            raise ValueError(
+                f"{where} has an unknown option {key!r}; known options: {', '.join(OPTIONS)}."
             )
         what = f"{where}[{key!r}]"
         if field.type == "timedelta":
             values[key] = _duration(value, what)
         else:
             values[key] = _number(value, what, float if field.type == "float" else int)
-    config = QueueConfig(name=name, **values)
+    config = dataclasses.replace(base or QueueConfig(name=name), name=name, **values)
     _check_limits(config, where)
     return config
 
@@ -192,13 +195,17 @@ def get(name: str) -> QueueConfig:
 
 
 def check_queues() -> list[CheckMessage]:
-    """Report every problem in ``CLOUDTASK["QUEUES"]`` and ``LOCAL_DEDUP_WINDOW``."""
+    """Report every problem in ``CLOUDTASK["QUEUES"]`` and the local queue's windows."""
     messages: list[CheckMessage] = []
-    window = conf.get("LOCAL_DEDUP_WINDOW")
-    try:
-        conf.check_dedup_window(window, "CLOUDTASK['LOCAL_DEDUP_WINDOW']")
-    except (TypeError, ValueError) as exc:
-        messages.append(Error(str(exc), hint="Use seconds, e.g. 3600.", id="cloudtask.E034"))
+    windows = (
+        ("LOCAL_DEDUP_WINDOW", "Use seconds, e.g. 3600.", "cloudtask.E034"),
+        ("LOCAL_QUEUE_REUSE_WINDOW", "Use seconds, e.g. 0 in development.", "cloudtask.E035"),
+    )
+    for key, hint, check_id in windows:
+        try:
+            conf.check_dedup_window(conf.get(key), f"CLOUDTASK[{key!r}]")
+        except (TypeError, ValueError) as exc:
+            messages.append(Error(str(exc), hint=hint, id=check_id))
     options = conf.get("QUEUES")
     if not isinstance(options, Mapping):
         return [
@@ -224,13 +231,13 @@ def _check_queue(name: Any, options: Any) -> list[CheckMessage]:
                 id="cloudtask.E031",
             )
         ]
-    unknown = [key for key in options if key not in _FIELDS] if isinstance(options, Mapping) else []
+    unknown = [key for key in options if key not in OPTIONS] if isinstance(options, Mapping) else []
     if unknown:
         return [
             Error(
                 f"CLOUDTASK['QUEUES'][{name!r}] has unknown option(s) "
                 f"{', '.join(map(repr, unknown))}.",
-                hint=f"Known options: {', '.join(_FIELDS)}.",
+                hint=f"Known options: {', '.join(OPTIONS)}.",
                 id="cloudtask.E032",
             )
         ]

@@ -30,6 +30,7 @@ from .signing import SIGNATURE_HEADER
 from .targets import check_target
 
 if TYPE_CHECKING:
+    from .backends.management import TaskInfo, View
     from .models import TaskResult
 
 P = ParamSpec("P")
@@ -56,6 +57,24 @@ class TaskHandle:
         from .results import get_result
 
         return get_result(self.call_id)
+
+    def get(self, view: View = "basic") -> TaskInfo:
+        """Return the task as its queue holds it now (``TaskNotFound`` once it finished)."""
+        from .control import get_task
+
+        return get_task(self.queue, self.name, view)
+
+    def delete(self, not_found_ok: bool = False) -> bool:
+        """Delete the task from its queue (see ``cloudtask.delete_task``)."""
+        from .control import delete_task
+
+        return delete_task(self.queue, self.name, not_found_ok=not_found_ok)
+
+    def run(self) -> TaskInfo:
+        """Dispatch the task now, whatever its schedule (see ``cloudtask.run_task``)."""
+        from .control import run_task
+
+        return run_task(self.queue, self.name)
 
 
 @dataclass(frozen=True, eq=False)

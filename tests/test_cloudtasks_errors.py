@@ -139,7 +139,7 @@ def test_missing_queue_without_auto_create_is_queue_not_found(
         tasks.add.using(queue=queue)().delay()
     assert excinfo.value.queue == queue
     assert str(excinfo.value).startswith(
-        f"The Cloud Tasks queue {queue_path(queue)} does not exist (FAILED_PRECONDITION: "
+        f"The queue {queue_path(queue)} does not exist (FAILED_PRECONDITION: "
     )
     assert f"gcloud tasks queues create {queue}" in str(excinfo.value)
     assert emulator.created("CreateQueue") == []

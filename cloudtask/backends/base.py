@@ -11,11 +11,12 @@ from urllib.parse import unquote, urljoin, urlsplit
 from django.urls import NoReverseMatch, get_script_prefix, get_urlconf, reverse
 
 from .. import conf, signing
-from ..exceptions import ConfigurationError, PayloadTooLarge
+from ..exceptions import ConfigurationError, ManagementNotSupported, PayloadTooLarge
 from ..task import TaskHandle, new_call_id
 
 if TYPE_CHECKING:
     from ..task import Task, TaskCall
+    from .management import QueueManager
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,10 @@ class BaseBackend:
     def push(self, message: TaskMessage) -> TaskHandle:
         """Deliver ``message`` to its queue and return the handle."""
         raise NotImplementedError
+
+    def manager(self) -> QueueManager:
+        """Return what manages this backend's queues and tasks (see ``cloudtask.control``)."""
+        raise ManagementNotSupported(type(self).__name__)
 
 
 class InProcessBackend(BaseBackend):

@@ -1,0 +1,269 @@
+"""Queue and task management, the same on Cloud Tasks and on the local queue.
+
+```python
+import cloudtask
+
+cloudtask.create_queue("emails", max_dispatches_per_second=5, max_attempts=10)
+cloudtask.pause_queue("emails")
+for info in cloudtask.list_tasks("emails", view="full"):
+    print(info.name, info.state, info.schedule_time, info.dispatch_count)
+cloudtask.run_task("emails", "welcome-42")
+```
+
+Every call goes to the configured backend (``CLOUDTASK["BACKEND"]``): the Cloud Tasks
+backend makes Cloud Tasks API calls, the local backend reads and writes the project's
+database. Queue options are the names of ``CLOUDTASK["QUEUES"]`` (Cloud Tasks' own) and are
+checked against Cloud Tasks' ranges before anything is sent. ``sync_queues`` makes the
+backend's queues match ``CLOUDTASK["QUEUES"]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from . import conf, queues
+from .backends import get_backend
+from .backends.management import VIEWS, Attempt, QueueInfo, QueueManager, TaskInfo, View
+from .exceptions import InvalidQueueConfig, TaskNotFound
+from .naming import check_task_id
+from .queues import QueueConfig
+
+__all__ = [
+    "Attempt",
+    "QueueChange",
+    "QueueInfo",
+    "TaskInfo",
+    "create_queue",
+    "declared_queues",
+    "delete_queue",
+    "delete_task",
+    "get_queue",
+    "get_task",
+    "list_queues",
+    "list_tasks",
+    "pause_queue",
+    "purge_queue",
+    "resume_queue",
+    "run_task",
+    "sync_queues",
+    "update_queue",
+]
+
+#: The largest page Cloud Tasks' ListTasks returns.
+MAX_PAGE_SIZE = 1000
+
+
+def manager() -> QueueManager:
+    """Return the configured backend's manager (``ManagementNotSupported`` if it has none)."""
+    return get_backend().manager()
+
+
+def _queue(name: Any, call: str) -> str:
+    try:
+        return conf.check_queue_name(name, f"{call}(): the queue name")
+    except ValueError as exc:
+        raise InvalidQueueConfig(str(exc)) from None
+
+
+def _task(name: Any, call: str) -> str:
+    try:
+        return check_task_id(name)
+    except (TypeError, ValueError) as exc:
+        raise InvalidQueueConfig(f"{call}(): {exc}") from None
+
+
+def _config(
+    name: str, options: dict[str, Any], call: str, base: QueueConfig | None = None
+) -> QueueConfig:
+    try:
+        return queues.build(name, options, where=f"{call}({name!r})", base=base)
+    except (TypeError, ValueError) as exc:
+        raise InvalidQueueConfig(str(exc)) from None
+
+
+def _view(view: Any, call: str) -> View:
+    if view not in VIEWS:
+        raise InvalidQueueConfig(f"{call}(): view must be 'basic' or 'full', not {view!r}.")
+    return view  # type: ignore[no-any-return]
+
+
+def create_queue(name: str, **config: Any) -> QueueInfo:
+    """Create queue ``name`` with ``config`` (options not given get Cloud Tasks' defaults).
+
+    Raises ``QueueAlreadyExists`` if it exists, ``QueueDeletedRecently`` if its name is
+    still blocked after a deletion.
+    """
+    name = _queue(name, "create_queue")
+    validated = _config(name, config, "create_queue")
+    return manager().create_queue(name, validated)
+
+
+def get_queue(name: str) -> QueueInfo:
+    """Return queue ``name`` (``QueueNotFound`` if there is none)."""
+    name = _queue(name, "get_queue")
+    return manager().get_queue(name)
+
+
+def update_queue(name: str, **config: Any) -> QueueInfo:
+    """Change the given options of queue ``name``; the others keep their current values."""
+    name = _queue(name, "update_queue")
+    if not config:
+        raise InvalidQueueConfig(
+            f"update_queue({name!r}): name at least one option to change; known options: "
+            f"{', '.join(queues.OPTIONS)}."
+        )
+    # Validate the options on their own first, so a typo is not reported as a range error.
+    _config(name, config, "update_queue")
+    backend = manager()
+    current = backend.get_queue(name)
+    merged = _config(name, config, "update_queue", base=current.config)
+    return backend.update_queue(name, merged, frozenset(config))
+
+
+def pause_queue(name: str) -> QueueInfo:
+    """Stop dispatching from queue ``name``; pushes are still accepted."""
+    name = _queue(name, "pause_queue")
+    return manager().pause_queue(name)
+
+
+def resume_queue(name: str) -> QueueInfo:
+    """Dispatch from queue ``name`` again."""
+    name = _queue(name, "resume_queue")
+    return manager().resume_queue(name)
+
+
+def purge_queue(name: str) -> QueueInfo:
+    """Delete every task in queue ``name``. Their names stay taken for a while."""
+    name = _queue(name, "purge_queue")
+    return manager().purge_queue(name)
+
+
+def delete_queue(name: str) -> None:
+    """Delete queue ``name`` and its tasks; Cloud Tasks blocks the name for up to 7 days."""
+    name = _queue(name, "delete_queue")
+    manager().delete_queue(name)
+
+
+def list_queues() -> list[QueueInfo]:
+    """Return every queue of the backend (for Cloud Tasks: of the project and location)."""
+    return sorted(manager().list_queues(), key=lambda info: info.name)
+
+
+def list_tasks(queue: str, view: View = "basic", page_size: int = 100) -> Iterator[TaskInfo]:
+    """Yield the tasks waiting in ``queue``, fetched ``page_size`` at a time, lazily.
+
+    ``view="full"`` includes each task's headers (signature and token redacted) and body.
+    """
+    queue = _queue(queue, "list_tasks")
+    view = _view(view, "list_tasks")
+    if isinstance(page_size, bool) or not isinstance(page_size, int):
+        raise InvalidQueueConfig(f"list_tasks(): page_size must be an integer, not {page_size!r}.")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidQueueConfig(
+            f"list_tasks(): page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size}."
+        )
+    return manager().list_tasks(queue, view, page_size)
+
+
+def get_task(queue: str, name: str, view: View = "basic") -> TaskInfo:
+    """Return task ``name`` of ``queue`` (``TaskNotFound`` once it has finished)."""
+    queue, name = _queue(queue, "get_task"), _task(name, "get_task")
+    return manager().get_task(queue, name, _view(view, "get_task"))
+
+
+def delete_task(queue: str, name: str, not_found_ok: bool = False) -> bool:
+    """Delete task ``name`` of ``queue``; return False if it was not there and that is OK."""
+    queue, name = _queue(queue, "delete_task"), _task(name, "delete_task")
+    try:
+        manager().delete_task(queue, name)
+    except TaskNotFound:
+        if not not_found_ok:
+            raise
+        return False
+    return True
+
+
+def run_task(queue: str, name: str) -> TaskInfo:
+    """Dispatch task ``name`` of ``queue`` now, even if it is scheduled later or paused."""
+    queue, name = _queue(queue, "run_task"), _task(name, "run_task")
+    return manager().run_task(queue, name)
+
+
+# Declarative queues ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueChange:
+    """What ``sync_queues`` did (or, in a dry run, would do) to one queue."""
+
+    name: str
+    action: Literal["create", "update", "delete", "unchanged"]
+    #: For ``update``: option -> (current value, declared value).
+    changes: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
+
+
+def declared_queues() -> dict[str, QueueConfig]:
+    """Return the queues the project declares, with their configuration.
+
+    That is every queue in ``CLOUDTASK["QUEUES"]``, plus the default queue
+    (``CLOUDTASK["QUEUE"]``) and the queues registered tasks push to; a queue not in
+    ``CLOUDTASK["QUEUES"]`` is declared with Cloud Tasks' defaults.
+    """
+    from .registry import registry
+
+    names: set[str | None] = {conf.get("QUEUE"), *queues.configured()}
+    names.update(registry.get(task).queue for task in registry)
+    return {name: queues.get(name) for name in sorted(n for n in names if n)}
+
+
+def _same(current: Any, declared: Any) -> bool:
+    if isinstance(declared, timedelta):
+        # Cloud Tasks keeps durations to the microsecond here; compare at that precision.
+        return bool(abs(current - declared) < timedelta(microseconds=1))
+    if isinstance(declared, float):
+        return bool(abs(current - declared) <= 1e-9 * max(1.0, abs(declared)))
+    return bool(current == declared)
+
+
+def drift(current: QueueConfig, declared: QueueConfig) -> dict[str, tuple[Any, Any]]:
+    """Return the options whose current value differs from the declared one."""
+    return {
+        option: (getattr(current, option), getattr(declared, option))
+        for option in queues.OPTIONS
+        if not _same(getattr(current, option), getattr(declared, option))
+    }
+
+
+def sync_queues(*, dry_run: bool = False, prune: bool = False) -> list[QueueChange]:
+    """Make the backend's queues match ``declared_queues()``; return what changed.
+
+    Missing queues are created and drifted ones updated (only the options that differ).
+    Queues the project does not declare are left alone unless ``prune`` is true, which
+    deletes them. ``dry_run`` changes nothing and returns what would change.
+    """
+    backend = manager()
+    declared = declared_queues()
+    existing = {info.name: info for info in backend.list_queues()}
+    plan: list[QueueChange] = []
+    for name, config in declared.items():
+        if name not in existing:
+            plan.append(QueueChange(name, "create"))
+            continue
+        changes = drift(existing[name].config, config)
+        plan.append(QueueChange(name, "update" if changes else "unchanged", changes))
+    if prune:
+        plan += [QueueChange(name, "delete") for name in sorted(set(existing) - set(declared))]
+    if dry_run:
+        return plan
+    for change in plan:
+        if change.action == "create":
+            backend.create_queue(change.name, declared[change.name])
+        elif change.action == "update":
+            backend.update_queue(change.name, declared[change.name], frozenset(change.changes))
+        elif change.action == "delete":
+            backend.delete_queue(change.name)
+    return plan
