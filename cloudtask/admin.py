@@ -70,9 +70,11 @@ class LocalTaskAdmin(TaskAdminBase):
 
 @admin.register(LocalQueue)
 class LocalQueueAdmin(QueueAdminBase):
-    list_display = ("name", "paused", "waiting")
+    list_display = ("name", "paused", "waiting", "deleted_at")
     list_filter = ("paused",)
     search_fields = ("name",)
+    # Changed through cloudtask.update_queue / delete_queue, which validate them.
+    readonly_fields = ("config", "deleted_at", "created_at")
     actions = ("pause", "resume", "purge")
 
     @admin.display(description="waiting tasks")

@@ -27,6 +27,7 @@
 | cloudtask.E032 | a queue in QUEUES has an unknown option |
 | cloudtask.E033 | a queue option has a wrong type or is outside Cloud Tasks' range |
 | cloudtask.E034 | LOCAL_DEDUP_WINDOW is not a duration of zero or more |
+| cloudtask.E035 | LOCAL_QUEUE_REUSE_WINDOW is not a duration of zero or more |
 | cloudtask.W001 | unknown key in CLOUDTASK (a typo?) |
 | cloudtask.W002 | (deploy) SECRET shorter than 32 characters |
 | cloudtask.W003 | (deploy) a development backend with DEBUG = False |

@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     # How long LocalBackend refuses a task name after the task ran or was deleted (Cloud
     # Tasks reserves it for about an hour for queues it created).
     "LOCAL_DEDUP_WINDOW": 3600,
+    # How long LocalBackend refuses the name of a deleted queue (Cloud Tasks: 7 days);
+    # 0 allows re-creating it at once, handy in development.
+    "LOCAL_QUEUE_REUSE_WINDOW": 7 * 24 * 3600,
 }
 
 #: Settings that affect cached values; a change to any of them calls the reset hooks.
@@ -136,7 +139,7 @@ def check_url(value: Any, what: str) -> str:
 
 
 def check_dedup_window(value: Any, what: str) -> timedelta:
-    """Validate the local de-duplication window: a duration of zero or more."""
+    """Validate a local window (de-duplication, queue name reuse): a duration of 0 or more."""
     window = to_timedelta(value, what)
     if window < timedelta(0):
         raise ValueError(f"{what} must not be negative, not {window.total_seconds():g} seconds.")

@@ -10,11 +10,20 @@ from django.utils import timezone
 
 
 class LocalQueue(models.Model):
-    """A queue seen by the local backend; exists so it can be paused."""
+    """A queue of the local backend: its state and, once managed, its configuration."""
 
     name = models.CharField(max_length=100, unique=True)
     paused = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
+    config = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Rate limits and retry policy set by create_queue, update_queue or sync; "
+        "empty: CLOUDTASK['QUEUES'] (or Cloud Tasks' defaults) applies.",
+    )
+    deleted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When delete_queue deleted it; empty: it exists."
+    )
 
     class Meta:
         ordering = ("name",)
@@ -58,6 +67,10 @@ class LocalTask(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     lease_token = models.CharField(max_length=32, blank=True, default="")
     lease_expires = models.DateTimeField(null=True, blank=True)
+    forced = models.BooleanField(
+        default=False,
+        help_text="Set by run_task: the next attempt goes out even if the queue is paused.",
+    )
 
     class Meta:
         ordering = ("schedule_time", "id")

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from . import queues
 from .backends import local
-from .backends.local import Claimed
+from .backends.local import Claimed, DueQueue
 from .backends.local_delivery import (
     Answer,
     close_session,
@@ -32,7 +32,9 @@ from .backends.local_delivery import (
     dispatch_line,
     outcome_fields,
 )
-from .queues import TokenBucket
+from .backends.local_manage import load_config
+from .exceptions import ConfigurationError
+from .queues import QueueConfig, TokenBucket
 
 logger = logging.getLogger("cloudtask.worker")
 
@@ -88,6 +90,8 @@ class Worker:
         self._in_flight: dict[int, Claimed] = {}
         self._per_queue: Counter[str] = Counter()
         self._buckets: dict[str, TokenBucket] = {}
+        #: Each queue's config as read at the last poll that served it.
+        self._configs: dict[str, QueueConfig] = {}
         self._hold_until: dict[str, datetime] = {}
         self._jobs: queue_module.Queue[Claimed | None] = queue_module.Queue()
         self._results: queue_module.Queue[tuple[Claimed, Answer]] = queue_module.Queue()
@@ -111,8 +115,8 @@ class Worker:
         try:
             now = self.clock()
             self._prune(now)
-            for name in local.due_queues(now, self.queues):
-                started += self._start_queue(name, now)
+            for due in local.serve(now, self.queues):
+                started += self._start_queue(due, now)
         except DatabaseError as exc:
             # The database may be restarting or locked by another writer: try again later.
             logger.warning("worker status=db_error during=claim error=%s", exc)
@@ -208,13 +212,23 @@ class Worker:
             connection.close()
             return True
 
-    def _start_queue(self, name: str, now: datetime) -> int:
+    def _config(self, name: str) -> QueueConfig:
+        return self._configs.get(name) or queues.get(name)
+
+    def _start_queue(self, due: DueQueue, now: datetime) -> int:
+        name = due.name
+        try:
+            # Read once per poll: update_queue takes effect at the next one.
+            self._configs[name] = load_config(name, due.config)
+        except ConfigurationError as exc:
+            logger.error("worker status=bad_config queue=%s error=%s", name, exc)
+            return 0
         capacity = self._capacity(name, now)
         if capacity <= 0:
             bucket = self._buckets.get(name)
             self._throttled |= bucket is not None and bucket.tokens < 1
             return 0
-        claimed = local.claim(name, capacity, now)
+        claimed = local.claim(name, capacity, now, forced_only=due.forced_only)
         self._buckets[name].take(len(claimed))
         for item in claimed:
             self._start(item)
@@ -223,7 +237,7 @@ class Worker:
     def _capacity(self, name: str, now: datetime) -> int:
         if self._hold_until.get(name, now) > now:
             return 0
-        config = queues.get(name)
+        config = self._config(name)
         bucket = self._buckets.get(name)
         if bucket is None or bucket.rate != config.max_dispatches_per_second:
             bucket = self._buckets[name] = TokenBucket(
@@ -243,7 +257,7 @@ class Worker:
             self._threads.append(thread)
         self._in_flight[claimed.id] = claimed
         self._per_queue[claimed.queue] += 1
-        limit = queues.get(claimed.queue).max_attempts
+        limit = self._config(claimed.queue).max_attempts
         if limit != -1 and claimed.dispatch_count > limit:
             # The worker making the last allowed attempt stopped before recording an answer.
             answer = Answer(None, "the lease ran out", "DEADLINE_EXCEEDED", dispatched=False)
@@ -278,7 +292,7 @@ class Worker:
         now = self.clock()
         batch = self._unrecorded
         decided = [
-            outcome_fields(claimed, answer, queues.get(claimed.queue), now)
+            outcome_fields(claimed, answer, self._config(claimed.queue), now)
             for claimed, answer in batch
         ]
         try:

@@ -21,13 +21,14 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .. import conf
-from ..exceptions import TaskAlreadyExists
+from ..exceptions import QueueDeletedRecently, TaskAlreadyExists
 from ..task import TaskHandle
 from .base import BaseBackend, TaskMessage, endpoint_path
 from .immediate import generated_task_id
 
 if TYPE_CHECKING:
-    from ..models import LocalTask
+    from ..models import LocalQueue, LocalTask
+    from .management import QueueManager
 
 #: Where ``runserver`` listens unless told otherwise.
 DEFAULT_ORIGIN = "http://127.0.0.1:8000"
@@ -37,6 +38,14 @@ DEFAULT_DEADLINE = timedelta(minutes=10)
 LEASE_GRACE = timedelta(seconds=5)
 
 FINISHED = ("succeeded", "failed", "deleted")
+#: Tasks still in their queue: waiting for an attempt, or being attempted.
+WAITING = ("queued", "running")
+
+#: How to lift the block on a deleted queue's name in development.
+REUSE_HINT = (
+    "The local queue keeps that rule; in development, set "
+    "CLOUDTASK['LOCAL_QUEUE_REUSE_WINDOW'] = 0 to allow the name again at once."
+)
 
 
 class LocalBackend(BaseBackend):
@@ -46,12 +55,20 @@ class LocalBackend(BaseBackend):
         """Return runserver's default address plus the endpoint's path."""
         return DEFAULT_ORIGIN + endpoint_path()
 
+    def manager(self) -> QueueManager:
+        """Return the manager of the local queues (see ``cloudtask.control``)."""
+        from .local_manage import LocalManager
+
+        return LocalManager()
+
     def push(self, message: TaskMessage) -> TaskHandle:
         from ..models import LocalQueue, LocalTask
 
         now = timezone.now()
         name = message.name or generated_task_id()
-        LocalQueue.objects.get_or_create(name=message.queue)
+        queue, _ = LocalQueue.objects.get_or_create(name=message.queue)
+        if queue.deleted_at is not None:
+            reclaim(queue, now)
         try:
             # A savepoint, so a refused name leaves the caller's transaction usable.
             with transaction.atomic():
@@ -79,6 +96,29 @@ def dedup_window() -> timedelta:
     return conf.check_dedup_window(
         conf.get("LOCAL_DEDUP_WINDOW"), "CLOUDTASK['LOCAL_DEDUP_WINDOW']"
     )
+
+
+def queue_path(queue: str) -> str:
+    """Return the full name of a local queue, shaped like a Cloud Tasks queue path."""
+    return f"local/queues/{queue}"
+
+
+def reuse_window() -> timedelta:
+    """Return how long the name of a deleted queue stays blocked."""
+    return conf.check_dedup_window(
+        conf.get("LOCAL_QUEUE_REUSE_WINDOW"), "CLOUDTASK['LOCAL_QUEUE_REUSE_WINDOW']"
+    )
+
+
+def reclaim(queue: LocalQueue, now: datetime) -> None:
+    """Bring a deleted queue back as new, or raise QueueDeletedRecently inside the window."""
+    if queue.deleted_at is None:
+        return
+    if now - queue.deleted_at < reuse_window():
+        raise QueueDeletedRecently(queue.name, queue_path(queue.name), hint=REUSE_HINT)
+    # Like a queue Cloud Tasks creates anew: running, with the configured settings.
+    queue.deleted_at, queue.paused, queue.config, queue.created_at = None, False, None, now
+    queue.save(update_fields=["deleted_at", "paused", "config", "created_at"])
 
 
 def _release_name(queue: str, name: str, now: datetime) -> None:
@@ -117,25 +157,55 @@ def due(now: datetime) -> Q:
     return Q(status="queued", schedule_time__lte=now) | Q(status="running", lease_expires__lt=now)
 
 
-def due_queues(now: datetime, queues: Iterable[str] | None = None) -> list[str]:
-    """Return the unpaused queues that have a task due."""
+@dataclass(frozen=True)
+class DueQueue:
+    """A queue with tasks to attempt now, and what the worker needs to serve it."""
+
+    name: str
+    #: ``LocalQueue.config``: None while the queue follows ``CLOUDTASK["QUEUES"]``.
+    config: dict[str, Any] | None
+    #: The queue is paused: only the tasks ``run_task`` forced may go out.
+    forced_only: bool
+
+
+def serve(now: datetime, queues: Iterable[str] | None = None) -> list[DueQueue]:
+    """Return the queues to serve now: a task is due, not paused (or forced), not deleted."""
     from ..models import LocalQueue, LocalTask
 
     tasks = LocalTask.objects.filter(due(now))
     if queues is not None:
         tasks = tasks.filter(queue__in=list(queues))
     # order_by() drops the model's ordering, which would otherwise defeat the DISTINCT.
-    found = set(tasks.order_by().values_list("queue", flat=True).distinct())
-    paused = set(LocalQueue.objects.filter(paused=True).values_list("name", flat=True))
-    return sorted(found - paused)
+    pairs = set(tasks.order_by().values_list("queue", "forced").distinct())
+    forced = {name for name, is_forced in pairs if is_forced}
+    found = sorted({name for name, _ in pairs})
+    rows = {
+        name: (paused, deleted_at, config)
+        for name, paused, deleted_at, config in LocalQueue.objects.filter(
+            name__in=found
+        ).values_list("name", "paused", "deleted_at", "config")
+    }
+    served = []
+    for name in found:
+        paused, deleted_at, config = rows.get(name, (False, None, None))
+        if deleted_at is None and (not paused or name in forced):
+            served.append(DueQueue(name, config, forced_only=paused))
+    return served
 
 
-def claim(queue: str, limit: int, now: datetime) -> list[Claimed]:
-    """Lease up to ``limit`` due tasks of ``queue`` for one attempt each."""
+def due_queues(now: datetime, queues: Iterable[str] | None = None) -> list[str]:
+    """Return the names of the queues to serve now (see :func:`serve`)."""
+    return [queue.name for queue in serve(now, queues)]
+
+
+def claim(queue: str, limit: int, now: datetime, forced_only: bool = False) -> list[Claimed]:
+    """Lease up to ``limit`` due tasks of ``queue`` (only forced ones if it is paused)."""
     from ..models import LocalTask
 
     token = uuid.uuid4().hex
     candidates = LocalTask.objects.filter(due(now), queue=queue).order_by("schedule_time", "id")
+    if forced_only:
+        candidates = candidates.filter(forced=True)
     if connection.features.has_select_for_update_skip_locked:
         # Rows another worker is claiming are skipped instead of waited for.
         with transaction.atomic():
@@ -165,6 +235,8 @@ def _lease(ids: list[int], token: str, now: datetime) -> None:
         dispatch_count=F("dispatch_count") + 1,
         first_attempt_at=Coalesce(F("first_attempt_at"), Value(now)),
         last_attempt_at=now,
+        # run_task forces one attempt; a retry after it waits for the queue as usual.
+        forced=False,
     )
 
 
@@ -282,11 +354,14 @@ def delete_tasks(where: Q) -> int:
     return int(updated)
 
 
-def run_now(where: Q) -> int:
-    """Make the matching queued tasks due at once."""
+def run_now(where: Q, force: bool = False) -> int:
+    """Make the matching queued tasks due at once; ``force``: even if their queue is paused."""
     from ..models import LocalTask
 
-    updated = LocalTask.objects.filter(where, status="queued").update(schedule_time=timezone.now())
+    fields: dict[str, Any] = {"schedule_time": timezone.now()}
+    if force:
+        fields["forced"] = True
+    updated = LocalTask.objects.filter(where, status="queued").update(**fields)
     return int(updated)
 
 
