@@ -211,13 +211,13 @@ class InvalidQueueConfig(CloudTaskError, ValueError):
 
 
 class ManagementNotSupported(CloudTaskError):
-    """The configured backend keeps no queues (ImmediateBackend, capture_tasks)."""
+    """The configured backend has no queue manager (ImmediateBackend, capture_tasks, ...)."""
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, message: str = "") -> None:
         super().__init__(
-            f"{backend} keeps no queues to manage: queue and task management works with "
-            "CLOUDTASK['BACKEND'] set to the Cloud Tasks backend or the local backend "
-            "(cloudtask.backends.local.LocalBackend)."
+            message
+            or f"{backend} keeps no queues to manage: queue and task management works with "
+            "CLOUDTASK['BACKEND'] set to the local backend (cloudtask.backends.local.LocalBackend)."
         )
         self.backend = backend
 

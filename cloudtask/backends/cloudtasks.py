@@ -11,10 +11,11 @@ import time
 from typing import Any, ClassVar
 
 from .. import conf
-from ..exceptions import CloudTasksUnavailable, QueueNotFound
+from ..exceptions import CloudTasksUnavailable, ManagementNotSupported, QueueNotFound
 from ..task import TaskHandle
 from . import gcp_client, gcp_errors, gcp_request
 from .base import BaseBackend, TaskMessage
+from .management import QueueManager
 
 logger = logging.getLogger("cloudtask")
 
@@ -30,6 +31,15 @@ class CloudTasksBackend(BaseBackend):
     #: The first pause after a transient error; it doubles up to ``max_backoff``.
     initial_backoff: ClassVar[float] = 0.1
     max_backoff: ClassVar[float] = 4.0
+
+    def manager(self) -> QueueManager:
+        """Refuse: management through cloudtask covers the local queue only, for now."""
+        raise ManagementNotSupported(
+            type(self).__name__,
+            "Queue and task management through cloudtask is not available for Cloud Tasks "
+            "yet; the local backend has it. Manage Cloud Tasks queues and tasks with "
+            "'gcloud tasks queues ...' and 'gcloud tasks ...' meanwhile.",
+        )
 
     def push(self, message: TaskMessage) -> TaskHandle:
         """Create the task, making its queue first if it is missing and that is allowed."""
