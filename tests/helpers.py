@@ -1,9 +1,12 @@
-"""Building and posting task requests in tests."""
+"""Building and posting task requests, and running commands, in tests."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+import pytest
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from cloudtask import signing
@@ -34,3 +37,17 @@ def delivery_headers(**overrides: Any) -> dict[str, str]:
     """Return Cloud Tasks delivery headers (queue default, task name t1)."""
     options: dict[str, Any] = {"queue": "default", "name": "t1", "eta": None, **overrides}
     return cloud_tasks_headers(**options)
+
+
+def run_command(*argv: str) -> str:
+    """Run a management command; return what it printed on stdout."""
+    out = io.StringIO()
+    call_command(*argv, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def command_exit(*argv: str) -> tuple[int, str]:
+    """Run a command that must fail; return its exit code and message."""
+    with pytest.raises(CommandError) as caught:
+        run_command(*argv)
+    return caught.value.returncode, str(caught.value)

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.test import override_settings
 
 import cloudtask
 from cloudtask import conf
-from tests import tasks
+from tests import helpers, tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,16 +35,8 @@ def local() -> Iterator[None]:
         yield
 
 
-def run(*argv: str) -> str:
-    out = io.StringIO()
-    call_command(*argv, stdout=out, stderr=io.StringIO())
-    return out.getvalue()
-
-
-def exit_code(*argv: str) -> tuple[int, str]:
-    with pytest.raises(CommandError) as caught:
-        run(*argv)
-    return caught.value.returncode, str(caught.value)
+run = helpers.run_command
+exit_code = helpers.command_exit
 
 
 class TTY(io.StringIO):

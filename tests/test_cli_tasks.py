@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from django.core.management import CommandError, call_command
 from django.test import override_settings
 from freezegun import freeze_time
 
@@ -19,7 +18,7 @@ from cloudtask import conf
 from cloudtask.models import LocalTask
 from cloudtask.registry import registry
 from cloudtask.task import TaskCall
-from tests import tasks
+from tests import helpers, tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,16 +38,8 @@ def local() -> Iterator[None]:
         yield
 
 
-def run(*argv: str) -> str:
-    out = io.StringIO()
-    call_command(*argv, stdout=out, stderr=io.StringIO())
-    return out.getvalue()
-
-
-def exit_code(*argv: str) -> tuple[int, str]:
-    with pytest.raises(CommandError) as caught:
-        run(*argv)
-    return caught.value.returncode, str(caught.value)
+run = helpers.run_command
+exit_code = helpers.command_exit
 
 
 def test_list_prints_a_fixed_table() -> None:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import CommandError, CommandParser, OutputWrapper
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from cloudtask.exceptions import (
     CloudTaskError,
@@ -150,3 +150,15 @@ def jsonable(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """Serialize ``value`` for ``--json`` output."""
     return json.dumps(jsonable(value), indent=2, sort_keys=False)
+
+
+class SubcommandCommand(BaseCommand):
+    """A command whose subcommand ``X`` runs ``do_X(options)`` with the documented exit codes."""
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with exit_codes():
+            getattr(self, "do_" + options["action"])(options)
+
+    def emit(self, options: dict[str, Any], value: Any, text: str) -> None:
+        """Print ``value`` as JSON with ``--json``, else ``text``."""
+        self.stdout.write(dumps(value) if options["json"] else text)

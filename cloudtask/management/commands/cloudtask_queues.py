@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from cloudtask import control
 from cloudtask.backends.management import QueueInfo
@@ -28,7 +28,7 @@ _OPTION_HELP: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 
 
-class Command(BaseCommand):
+class Command(_cli.SubcommandCommand):
     help = (
         "Manage the queues of the configured backend. Durations (D) are seconds or "
         "10s, 5m, 2h, 1d. " + _cli.EXIT_CODES
@@ -67,13 +67,6 @@ class Command(BaseCommand):
             assert option in OPTIONS
             flag = "--" + option.replace("_", "-")
             parser.add_argument(flag, dest=option, metavar=metavar, type=kind, help=text)
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        with _cli.exit_codes():
-            getattr(self, "do_" + options["action"])(options)
-
-    def emit(self, options: dict[str, Any], value: Any, text: str) -> None:
-        self.stdout.write(_cli.dumps(value) if options["json"] else text)
 
     def do_list(self, options: dict[str, Any]) -> None:
         queues = control.list_queues()

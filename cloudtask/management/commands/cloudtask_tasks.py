@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import islice
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
 from cloudtask import control
 from cloudtask.backends.management import Attempt, TaskInfo, View
@@ -21,7 +21,7 @@ COLUMNS = ("NAME", "STATE", "SCHEDULED", "DISPATCHES", "RESPONSES", "LAST_STATUS
 REGISTERED_COLUMNS = ("NAME", "FUNCTION", "QUEUE", "OPTIONS")
 
 
-class Command(BaseCommand):
+class Command(_cli.SubcommandCommand):
     help = "Inspect and act on the tasks waiting in a queue. " + _cli.EXIT_CODES
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -47,13 +47,6 @@ class Command(BaseCommand):
         _cli.add_yes(delete)
         _cli.add_json(listing)
         _cli.add_json(sub.add_parser("registered", help="list the registered task functions"))
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        with _cli.exit_codes():
-            getattr(self, "do_" + options["action"])(options)
-
-    def emit(self, options: dict[str, Any], value: Any, text: str) -> None:
-        self.stdout.write(_cli.dumps(value) if options["json"] else text)
 
     def do_list(self, options: dict[str, Any]) -> None:
         view: View = "full" if options["full"] else "basic"
