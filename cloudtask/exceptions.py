@@ -150,13 +150,20 @@ class PushPermissionDenied(CloudTasksPermissionDenied, PushError):
 
 
 class CloudTasksUnavailable(PushError):
-    """Cloud Tasks kept failing with a transient error until the push deadline passed."""
+    """Cloud Tasks kept failing with a transient error (until the push deadline, for a push)."""
 
-    def __init__(self, attempts: int, seconds: float, last_error: str) -> None:
+    def __init__(
+        self,
+        attempts: int,
+        seconds: float,
+        last_error: str,
+        action: str = "accept the task",
+        again: str = "push again later",
+    ) -> None:
+        tries = f"{attempts} attempts" if attempts > 1 else "1 attempt"
         super().__init__(
-            f"Cloud Tasks did not accept the task after {attempts} attempts in "
-            f"{seconds:.1f} s (last error: {last_error}). The service or the network is "
-            "unavailable; push again later."
+            f"Cloud Tasks did not {action} after {tries} in {seconds:.1f} s (last error: "
+            f"{last_error}). The service or the network is unavailable; {again}."
         )
         self.attempts = attempts
         self.seconds = seconds
@@ -210,6 +217,10 @@ class InvalidQueueConfig(CloudTaskError, ValueError):
     """A queue setting given to a management call is unknown or out of Cloud Tasks' range."""
 
 
+class ManagementError(CloudTaskError):
+    """The backend refused a management call for a reason no other error here covers."""
+
+
 class ManagementNotSupported(CloudTaskError):
     """The configured backend has no queue manager (ImmediateBackend, capture_tasks, ...)."""
 
@@ -217,7 +228,9 @@ class ManagementNotSupported(CloudTaskError):
         super().__init__(
             message
             or f"{backend} keeps no queues to manage: queue and task management works with "
-            "CLOUDTASK['BACKEND'] set to the local backend (cloudtask.backends.local.LocalBackend)."
+            "CLOUDTASK['BACKEND'] set to the Cloud Tasks backend "
+            "(cloudtask.backends.cloudtasks.CloudTasksBackend) or the local backend "
+            "(cloudtask.backends.local.LocalBackend)."
         )
         self.backend = backend
 

@@ -17,12 +17,15 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from datetime import datetime, timezone
 from typing import Any
 
 import grpc
 import pytest
 from gcloud_tasks_emulator import server as emulator_server
 from gcloud_tasks_emulator.cloudtasks_pb2_grpc import add_CloudTasksServicer_to_server
+from google.cloud import tasks_v2
+from google.protobuf import empty_pb2
 
 PROJECT = "test-project"
 LOCATION = "europe-west6"
@@ -42,6 +45,8 @@ class ScriptedServicer(emulator_server.Greeter):  # type: ignore[misc]
         self.requests: list[tuple[str, Any]] = []
         self.faults: dict[str, list[tuple[grpc.StatusCode, str]]] = {}
         self.latency = 0.0
+        #: Names of deleted queues: Cloud Tasks refuses them to CreateQueue for 7 days.
+        self.deleted: set[str] = set()
         self._lock = threading.Lock()
 
     def fail_next(self, method: str, code: grpc.StatusCode, details: str, times: int = 1) -> None:
@@ -62,11 +67,128 @@ class ScriptedServicer(emulator_server.Greeter):  # type: ignore[misc]
 
     def CreateTask(self, request: Any, context: Any) -> Any:
         self._intercept("CreateTask", request, context)
+        # Fact: Cloud Tasks sets create_time, to the second (the emulator leaves it unset).
+        request.task.create_time = datetime.now(timezone.utc).replace(microsecond=0)
         return super().CreateTask(request, context)
+
+    # Management RPCs. Where the emulator's answer differs from Cloud Tasks', the Cloud Tasks
+    # behaviour is supplied here, each with the fact it stands on; the rest is the emulator's.
+
+    def _queue(self, name: str, context: Any) -> Any:
+        # Fact: every call on a queue that does not exist answers NOT_FOUND (the emulator
+        # raises KeyError or ValueError, which gRPC turns into UNKNOWN).
+        if name not in self._state.queue_names():
+            context.abort(grpc.StatusCode.NOT_FOUND, "Requested entity was not found.")
+        return self._state.queue(name)
+
+    def _find_task(self, name: str, context: Any) -> Any:
+        queue = name.rsplit("/tasks/", 1)[0]
+        self._queue(queue, context)
+        for task in self._state.list_tasks(queue):
+            if task.name == name:
+                return task
+        context.abort(grpc.StatusCode.NOT_FOUND, "Requested entity was not found.")
 
     def CreateQueue(self, request: Any, context: Any) -> Any:
         self._intercept("CreateQueue", request, context)
+        name = request.queue.name
+        # Fact: CreateQueue of an existing queue answers ALREADY_EXISTS (the emulator returns
+        # the existing queue), and a name deleted within 7 days FAILED_PRECONDITION.
+        if name in self._state.queue_names():
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, "Queue already exists")
+        if name in self.deleted:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "The queue cannot be created because a queue with this name existed too recently.",
+            )
         return super().CreateQueue(request, context)
+
+    def GetQueue(self, request: Any, context: Any) -> Any:
+        self._intercept("GetQueue", request, context)
+        return self._queue(request.name, context)
+
+    def UpdateQueue(self, request: Any, context: Any) -> Any:
+        self._intercept("UpdateQueue", request, context)
+        # Fact: UpdateQueue sets the fields named in update_mask, all of them without one
+        # (the emulator ignores the update).
+        queue = self._queue(request.queue.name, context)
+        paths = list(request.update_mask.paths) or ["rate_limits", "retry_config"]
+        for path in paths:
+            group, _, field = path.partition(".")
+            if field:
+                setattr(getattr(queue, group), field, getattr(getattr(request.queue, group), field))
+            else:
+                setattr(queue, group, getattr(request.queue, group))
+        return queue
+
+    def PauseQueue(self, request: Any, context: Any) -> Any:
+        self._intercept("PauseQueue", request, context)
+        self._queue(request.name, context)
+        return super().PauseQueue(request, context)
+
+    def ResumeQueue(self, request: Any, context: Any) -> Any:
+        self._intercept("ResumeQueue", request, context)
+        self._queue(request.name, context)
+        return super().ResumeQueue(request, context)
+
+    def PurgeQueue(self, request: Any, context: Any) -> Any:
+        self._intercept("PurgeQueue", request, context)
+        self._queue(request.name, context)
+        return super().PurgeQueue(request, context)
+
+    def DeleteQueue(self, request: Any, context: Any) -> Any:
+        self._intercept("DeleteQueue", request, context)
+        # Fact: deleting a missing queue answers NOT_FOUND (the emulator says nothing), and
+        # the name of a deleted queue stays blocked for 7 days.
+        self._queue(request.name, context)
+        self.deleted.add(request.name)
+        return super().DeleteQueue(request, context)
+
+    def ListQueues(self, request: Any, context: Any) -> Any:
+        self._intercept("ListQueues", request, context)
+        return super().ListQueues(request, context)
+
+    def ListTasks(self, request: Any, context: Any) -> Any:
+        self._intercept("ListTasks", request, context)
+        # Fact: ListTasks pages by page_size and next_page_token and, in the BASIC view
+        # (the default), leaves out request bodies. The emulator returns everything at once.
+        tasks = self._state.list_tasks(self._queue(request.parent, context).name)
+        start = int(request.page_token or 0)
+        size = request.page_size or 1000
+        page = [self._view(task, request.response_view) for task in tasks[start : start + size]]
+        more = start + size < len(tasks)
+        return tasks_v2.ListTasksResponse(
+            tasks=page, next_page_token=str(start + size) if more else ""
+        )
+
+    def GetTask(self, request: Any, context: Any) -> Any:
+        self._intercept("GetTask", request, context)
+        # Fact: GetTask returns the task, NOT_FOUND once it has finished or was deleted
+        # (UNIMPLEMENTED in the emulator).
+        return self._view(self._find_task(request.name, context), request.response_view)
+
+    def DeleteTask(self, request: Any, context: Any) -> Any:
+        self._intercept("DeleteTask", request, context)
+        # Fact: DeleteTask removes a waiting task, NOT_FOUND when there is none
+        # (UNIMPLEMENTED in the emulator).
+        task = self._find_task(request.name, context)
+        self._state.list_tasks(request.name.rsplit("/tasks/", 1)[0]).remove(task)
+        return empty_pb2.Empty()
+
+    def RunTask(self, request: Any, context: Any) -> Any:
+        self._intercept("RunTask", request, context)
+        self._find_task(request.name, context)
+        return super().RunTask(request, context)
+
+    @staticmethod
+    def _view(task: Any, view: int) -> Any:
+        if view == tasks_v2.Task.View.FULL:
+            return task
+        basic = tasks_v2.Task(task)  # a copy: the stored task keeps its body
+        target = "app_engine_http_request" if "app_engine_http_request" in basic else "http_request"
+        getattr(basic, target).body = b""
+        basic.view = tasks_v2.Task.View.BASIC
+        return basic
 
 
 class Emulator:
@@ -138,6 +260,21 @@ def emulator_server_fixture() -> Iterator[Emulator]:
     emulator = Emulator().start()
     yield emulator
     emulator.stop()
+
+
+@pytest.fixture(scope="session", name="quiet_emulator_server")
+def quiet_emulator_server_fixture() -> Iterator[Emulator]:
+    emulator = Emulator().start(dispatch=False)
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(name="quiet_emulator")
+def quiet_emulator_fixture(quiet_emulator_server: Emulator) -> Iterator[Emulator]:
+    """An emulator that never dispatches, so tasks stay queued until a test acts on them."""
+    quiet_emulator_server.reset()
+    yield quiet_emulator_server
+    quiet_emulator_server.reset()
 
 
 @pytest.fixture(name="emulator")

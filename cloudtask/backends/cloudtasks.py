@@ -11,7 +11,7 @@ import time
 from typing import Any, ClassVar
 
 from .. import conf
-from ..exceptions import CloudTasksUnavailable, ManagementNotSupported, QueueNotFound
+from ..exceptions import CloudTasksUnavailable, QueueNotFound
 from ..task import TaskHandle
 from . import gcp_client, gcp_errors, gcp_request
 from .base import BaseBackend, TaskMessage
@@ -33,13 +33,10 @@ class CloudTasksBackend(BaseBackend):
     max_backoff: ClassVar[float] = 4.0
 
     def manager(self) -> QueueManager:
-        """Refuse: management through cloudtask covers the local queue only, for now."""
-        raise ManagementNotSupported(
-            type(self).__name__,
-            "Queue and task management through cloudtask is not available for Cloud Tasks "
-            "yet; the local backend has it. Manage Cloud Tasks queues and tasks with "
-            "'gcloud tasks queues ...' and 'gcloud tasks ...' meanwhile.",
-        )
+        """Return the manager of this project's Cloud Tasks queues (see ``cloudtask.control``)."""
+        from .gcp_manage import CloudTasksManager
+
+        return CloudTasksManager(self)
 
     def push(self, message: TaskMessage) -> TaskHandle:
         """Create the task, making its queue first if it is missing and that is allowed."""
@@ -57,7 +54,7 @@ class CloudTasksBackend(BaseBackend):
     def _create_task(self, request: Any, message: TaskMessage, parent: str) -> str:
         client = gcp_client.client()
         # ALREADY_EXISTS after a timed-out attempt means that attempt landed: the task is ours.
-        task = self._call(client.create_task, request, message, parent, exists_ok_after=1)
+        task = self._push_call(client.create_task, request, message, parent, exists_ok_after=1)
         return str(request.task.name if task is None else task.name)
 
     def _create_queue(self, message: TaskMessage, parent: str) -> None:
@@ -68,15 +65,41 @@ class CloudTasksBackend(BaseBackend):
         )
         client = gcp_client.client()
         # ALREADY_EXISTS: another process made it meanwhile, which is just as good.
-        self._call(client.create_queue, request, message, parent, exists_ok_after=0)
+        self._push_call(client.create_queue, request, message, parent, exists_ok_after=0)
         logger.info("queue=%s status=created", parent)
 
-    def _call(
+    def _push_call(
         self, method: Any, request: Any, message: TaskMessage, parent: str, *, exists_ok_after: int
+    ) -> Any:
+        from google.api_core.exceptions import GoogleAPICallError
+
+        try:
+            return self.call(
+                method,
+                request,
+                what=f"task={message.task.name} queue={message.queue}",
+                exists_ok_after=exists_ok_after,
+            )
+        except GoogleAPICallError as exc:
+            raise gcp_errors.translate(exc, message, parent) from exc
+
+    def call(
+        self,
+        method: Any,
+        request: Any,
+        *,
+        what: str,
+        exists_ok_after: int | None = None,
+        retry: bool = True,
+        action: str = "accept the task",
+        again: str = "push again later",
     ) -> Any:
         """Call the API, retrying transient errors with backoff until ``push_deadline``.
 
         Returns None for ALREADY_EXISTS on an attempt after the first ``exists_ok_after``.
+        Other errors are raised as they come; a transient one that outlasts the deadline (or
+        any transient one when ``retry`` is false) as ``CloudTasksUnavailable``. ``what``
+        names the call in log lines; ``action`` and ``again`` word that error.
         """
         from google.api_core.exceptions import GoogleAPICallError
 
@@ -90,23 +113,19 @@ class CloudTasksBackend(BaseBackend):
                     request=request, retry=None, timeout=max(min(self.call_timeout, remaining), 0.1)
                 )
             except GoogleAPICallError as exc:
-                if gcp_errors.code(exc) == "ALREADY_EXISTS" and attempts > exists_ok_after:
+                status = gcp_errors.code(exc)
+                landed = exists_ok_after is not None and attempts > exists_ok_after
+                if landed and status == "ALREADY_EXISTS":
                     return None
                 if not gcp_errors.is_transient(exc):
-                    raise gcp_errors.translate(exc, message, parent) from exc
+                    raise
                 pause = self._backoff(attempts)
                 elapsed = time.monotonic() - started
-                if elapsed + pause >= self.push_deadline:
+                if not retry or elapsed + pause >= self.push_deadline:
                     raise CloudTasksUnavailable(
-                        attempts, elapsed, gcp_errors.describe(exc)
+                        attempts, elapsed, gcp_errors.describe(exc), action, again
                     ) from exc
-                logger.warning(
-                    "task=%s queue=%s status=push-retry attempt=%d reason=%s",
-                    message.task.name,
-                    message.queue,
-                    attempts,
-                    gcp_errors.code(exc),
-                )
+                logger.warning("%s status=retry attempt=%d reason=%s", what, attempts, status)
                 time.sleep(pause)
 
     def _backoff(self, attempts: int) -> float:

@@ -6,6 +6,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..exceptions import (
+    CloudTasksPermissionDenied,
     PayloadTooLarge,
     PushError,
     PushPermissionDenied,
@@ -72,15 +73,25 @@ def translate(exc: BaseException, message: TaskMessage, parent: str) -> Exceptio
 
 
 def permission_denied(exc: BaseException, resource: str) -> PushPermissionDenied:
-    """Return the error naming the account and the permission it lacks."""
+    """Return the push error naming the account and the permission it lacks."""
+    return PushPermissionDenied(*_permission(exc, resource, CREATE_PERMISSION))
+
+
+def call_denied(exc: BaseException, resource: str, permission: str) -> CloudTasksPermissionDenied:
+    """Return the management error naming the account and the permission it lacks."""
+    return CloudTasksPermissionDenied(*_permission(exc, resource, permission))
+
+
+def _permission(exc: BaseException, resource: str, permission: str) -> tuple[str, str, str, str]:
+    # Cloud Tasks names the permission and the resource in its message; fall back to ours.
     text = str(getattr(exc, "message", "") or exc)
     found = _PERMISSION_RE.search(text)
     where = _RESOURCE_RE.search(text)
-    return PushPermissionDenied(
-        account=gcp_client.account(),
-        permission=found.group(1) if found else CREATE_PERMISSION,
-        resource=where.group(1) if where else resource,
-        detail=describe(exc),
+    return (
+        gcp_client.account(),
+        found.group(1) if found else permission,
+        where.group(1) if where else resource,
+        describe(exc),
     )
 
 

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from .. import conf, queues
 from ..exceptions import ConfigurationError, PayloadTooLarge
+from ..queues import QueueConfig
 from ..targets import DEFAULT_OAUTH_SCOPE
 
 if TYPE_CHECKING:
@@ -101,25 +102,34 @@ def _seconds_and_nanos(delta: timedelta) -> dict[str, int]:
     return {"seconds": delta.days * 86400 + delta.seconds, "nanos": delta.microseconds * 1000}
 
 
+#: Where each queue option lives in a Cloud Tasks Queue (``update_mask`` paths are these).
+QUEUE_FIELDS = {
+    "max_dispatches_per_second": "rate_limits.max_dispatches_per_second",
+    "max_concurrent_dispatches": "rate_limits.max_concurrent_dispatches",
+    "max_attempts": "retry_config.max_attempts",
+    "max_retry_duration": "retry_config.max_retry_duration",
+    "min_backoff": "retry_config.min_backoff",
+    "max_backoff": "retry_config.max_backoff",
+    "max_doublings": "retry_config.max_doublings",
+}
+
+
 def queue(name: str) -> Any:
     """Return the Queue to create for ``name``, with its CLOUDTASK["QUEUES"] settings."""
     from google.cloud import tasks_v2
 
-    path = queue_path(name)
     config = queues.configured().get(name)
     if config is None:
-        return tasks_v2.Queue(name=path)  # Cloud Tasks' defaults
-    return tasks_v2.Queue(
-        name=path,
-        rate_limits={
-            "max_dispatches_per_second": config.max_dispatches_per_second,
-            "max_concurrent_dispatches": config.max_concurrent_dispatches,
-        },
-        retry_config={
-            "max_attempts": config.max_attempts,
-            "max_retry_duration": config.max_retry_duration,
-            "min_backoff": config.min_backoff,
-            "max_backoff": config.max_backoff,
-            "max_doublings": config.max_doublings,
-        },
-    )
+        return tasks_v2.Queue(name=queue_path(name))  # Cloud Tasks' defaults
+    return queue_message(config)
+
+
+def queue_message(config: QueueConfig) -> Any:
+    """Return the Cloud Tasks Queue holding every option of ``config``."""
+    from google.cloud import tasks_v2
+
+    fields: dict[str, dict[str, Any]] = {"rate_limits": {}, "retry_config": {}}
+    for option, path in QUEUE_FIELDS.items():
+        group, field = path.split(".")
+        fields[group][field] = getattr(config, option)
+    return tasks_v2.Queue(name=queue_path(config.name), **fields)

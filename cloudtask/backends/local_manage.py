@@ -21,10 +21,16 @@ from ..exceptions import ConfigurationError, QueueAlreadyExists, QueueNotFound, 
 from ..models import LocalQueue, LocalTask
 from ..queues import QueueConfig
 from . import local
-from .management import Attempt, QueueInfo, QueueManager, TaskInfo, TaskState, View, redact
-
-#: What a management call suggests when the queue is missing.
-QUEUE_HINT = "List the queues with manage.py cloudtask_queues list."
+from .management import (
+    QUEUE_HINT,
+    Attempt,
+    QueueInfo,
+    QueueManager,
+    TaskInfo,
+    TaskState,
+    View,
+    redact,
+)
 
 #: google.rpc.Code for an HTTP status, as Google's APIs map them (the "HTTP error space" of
 #: google/rpc/code.proto): Cloud Tasks reports an attempt's answer as such a code.

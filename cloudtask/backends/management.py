@@ -27,6 +27,9 @@ TaskState = Literal["queued", "retrying", "running"]
 View = Literal["basic", "full"]
 VIEWS: tuple[View, ...] = ("basic", "full")
 
+#: What a management call suggests when the queue is missing.
+QUEUE_HINT = "List the queues with manage.py cloudtask_queues list."
+
 #: Header values never handed out: the signature (valid for this body, so replayable) and
 #: any token. Their presence is kept, their value replaced by this.
 REDACTED = "(redacted)"
