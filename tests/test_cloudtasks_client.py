@@ -57,6 +57,9 @@ def test_settings_change_makes_a_new_client() -> None:
         second = gcp_client.client()
         assert gcp_client.connection().emulator_host == "127.0.0.1:10"
     assert second is not first
+    # The old client's channel was closed, not left holding its sockets and threads.
+    with pytest.raises(ValueError, match="closed channel"):
+        first.get_queue(name="projects/p/locations/l/queues/q", retry=None, timeout=1)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -223,3 +226,4 @@ def test_errors_name_the_service_account_of_the_credentials() -> None:
 
     gcp_client._current = gcp_client.Connection(None, ComputeEngineLike(), None, os.getpid())
     assert gcp_client.account() == "(the application default credentials, ComputeEngineLike)"
+    gcp_client._current = None  # no client to close: these connections were made up

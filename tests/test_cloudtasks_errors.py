@@ -147,6 +147,7 @@ def test_missing_queue_without_auto_create_is_queue_not_found(
 
 
 def test_not_found_is_a_missing_queue_too(emulator: Emulator, settings_for: Any) -> None:
+    # Some Cloud Tasks front ends answer NOT_FOUND, not FAILED_PRECONDITION, for the queue.
     emulator.servicer.fail_next(
         "CreateTask", grpc.StatusCode.NOT_FOUND, "Requested entity was not found."
     )
@@ -175,6 +176,7 @@ def test_recently_deleted_queue_on_create(emulator: Emulator, settings_for: Any)
 
 
 def test_unavailable_is_retried_until_it_succeeds(emulator: Emulator, settings_for: Any) -> None:
+    # UNAVAILABLE is the status Google's APIs use for "transient, try again".
     emulator.servicer.fail_next("CreateTask", grpc.StatusCode.UNAVAILABLE, "try again", times=2)
     with settings_for(), override_backend(QuickBackend()):
         handle = tasks.add(a=4).delay()
@@ -186,6 +188,7 @@ def test_unavailable_is_retried_until_it_succeeds(emulator: Emulator, settings_f
 def test_transient_errors_give_up_at_the_push_deadline(
     emulator: Emulator, settings_for: Any
 ) -> None:
+    # An outage answers UNAVAILABLE for as long as it lasts.
     emulator.servicer.fail_next("CreateTask", grpc.StatusCode.UNAVAILABLE, "down", times=1000)
     started = time.monotonic()
     with (
@@ -208,6 +211,18 @@ def test_already_exists_after_a_timeout_means_the_first_attempt_landed(
 ) -> None:
     # A DEADLINE_EXCEEDED call may still have created the task; the repeat then collides.
     emulator.servicer.fail_next("CreateTask", grpc.StatusCode.DEADLINE_EXCEEDED, "slow")
+    emulator.servicer.fail_next("CreateTask", grpc.StatusCode.ALREADY_EXISTS, "exists")
+    with settings_for(), override_backend(QuickBackend()):
+        handle = tasks.named_refresh().delay()
+    assert handle.name == make_task_id("tests.tasks.named_refresh")
+    assert len(emulator.created()) == 2
+
+
+def test_already_exists_after_unavailable_means_the_first_attempt_landed(
+    emulator: Emulator, settings_for: Any
+) -> None:
+    # UNAVAILABLE can also come after Cloud Tasks created the task: the repeat collides.
+    emulator.servicer.fail_next("CreateTask", grpc.StatusCode.UNAVAILABLE, "lost answer")
     emulator.servicer.fail_next("CreateTask", grpc.StatusCode.ALREADY_EXISTS, "exists")
     with settings_for(), override_backend(QuickBackend()):
         handle = tasks.named_refresh().delay()
@@ -248,6 +263,7 @@ def test_missing_act_as_permission_is_named(emulator: Emulator, settings_for: An
 
 
 def test_unauthenticated_is_a_permission_error(emulator: Emulator, settings_for: Any) -> None:
+    # Expired or revoked credentials answer UNAUTHENTICATED, naming no permission.
     emulator.servicer.fail_next(
         "CreateTask",
         grpc.StatusCode.UNAUTHENTICATED,
@@ -272,6 +288,7 @@ def test_task_too_large_from_the_api_is_payload_too_large(
 def test_other_errors_are_push_errors_with_the_status(
     emulator: Emulator, settings_for: Any
 ) -> None:
+    # INTERNAL is Cloud Tasks' answer to a failure on its side that is not worth retrying here.
     emulator.servicer.fail_next("CreateTask", grpc.StatusCode.INTERNAL, "boom")
     with settings_for(), pytest.raises(PushError) as excinfo:
         tasks.add().delay()

@@ -200,7 +200,8 @@ def test_a_task_s_attempts_headers_and_target_are_read() -> None:
     assert info.task == "myapp.tasks.welcome"
     assert info.dispatch_deadline == 30.0
     assert info.headers == {"X-CloudTask-Signature": REDACTED, "Authorization": REDACTED}
-    assert info.first_attempt is not None and info.first_attempt.status is None
+    assert info.first_attempt is not None
+    assert info.first_attempt.status is None
     assert info.last_attempt is not None
     assert (info.last_attempt.status, info.last_attempt.message) == ("NOT_FOUND", "Not Found")
     basic = task_info(task, "basic")

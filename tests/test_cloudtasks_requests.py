@@ -152,6 +152,16 @@ def test_app_engine_target(emulator: Emulator) -> None:
     )
 
 
+def test_app_engine_target_needs_no_url(emulator: Emulator) -> None:
+    # App Engine routes by service and version: no host is sent, so no URL is needed.
+    call = tasks.on_app_engine()
+    handle, request = pushed(emulator, call, URL=None)
+    body = call.envelope_body(handle.call_id)
+    http = request.task.app_engine_http_request
+    assert http.relative_uri == "/_tasks/?via=gae"
+    assert http.headers["X-CloudTask-Signature"] == signing.sign("/_tasks/", body)
+
+
 def test_schedule_time_and_dispatch_deadline(emulator: Emulator) -> None:
     at = datetime(2099, 1, 1, tzinfo=dt_timezone.utc)
     call = tasks.with_deadline()

@@ -88,6 +88,13 @@ class BaseBackend:
             "(e.g. 'https://app.example.com/_tasks/') or @task(url=...)."
         )
 
+    def app_engine_base(self) -> str:
+        """Return what App Engine paths are joined to when no URL is set ("" if none)."""
+        try:
+            return self.default_url()
+        except ConfigurationError:
+            return ""
+
     def build_message(
         self,
         call: TaskCall[Any],
@@ -99,9 +106,12 @@ class BaseBackend:
     ) -> TaskMessage:
         """Encode, sign and route one call (``call_id``/``extra`` are kept across retries)."""
         task = call.task
-        url = call.url or conf.get("URL") or self.default_url()
-        if task.relative_uri is not None:  # App Engine: same host, the task's own path
-            url = urljoin(url, task.relative_uri)
+        url = call.url or conf.get("URL")
+        if task.relative_uri is not None:
+            # App Engine routes by service and version, not by host: only the path is sent.
+            url = urljoin(url or self.app_engine_base(), task.relative_uri)
+        else:
+            url = url or self.default_url()
         queue = task.queue or conf.get("QUEUE")
         call_id = call_id or new_call_id()
         body = call.envelope_body(call_id, extra)

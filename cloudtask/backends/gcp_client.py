@@ -52,15 +52,24 @@ def client() -> Any:
 
 
 def reset() -> None:
-    """Forget the client; the next push makes a new one."""
+    """Close and forget the client; the next push makes a new one."""
     global _current
+    with _lock:
+        old, _current = _current, None
+    if old is not None and old.pid == os.getpid():
+        # Its channel holds sockets and threads until closed.
+        old.client.transport.close()
+
+
+def _forget_in_child() -> None:
+    global _current
+    # The parent's channel is not usable in the child, and not the child's to close.
     _current = None
 
 
 conf.on_change(reset)
 if hasattr(os, "register_at_fork"):
-    # The parent's channel is not usable in the child; the child makes its own.
-    os.register_at_fork(after_in_child=reset)
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def account() -> str:
