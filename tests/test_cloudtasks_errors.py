@@ -206,23 +206,15 @@ def test_transient_errors_give_up_at_the_push_deadline(
     )
 
 
-def test_already_exists_after_a_timeout_means_the_first_attempt_landed(
-    emulator: Emulator, settings_for: Any
+@pytest.mark.parametrize(
+    "transient", [grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE]
+)
+def test_already_exists_after_a_transient_error_means_the_first_attempt_landed(
+    emulator: Emulator, settings_for: Any, transient: grpc.StatusCode
 ) -> None:
-    # A DEADLINE_EXCEEDED call may still have created the task; the repeat then collides.
-    emulator.servicer.fail_next("CreateTask", grpc.StatusCode.DEADLINE_EXCEEDED, "slow")
-    emulator.servicer.fail_next("CreateTask", grpc.StatusCode.ALREADY_EXISTS, "exists")
-    with settings_for(), override_backend(QuickBackend()):
-        handle = tasks.named_refresh().delay()
-    assert handle.name == make_task_id("tests.tasks.named_refresh")
-    assert len(emulator.created()) == 2
-
-
-def test_already_exists_after_unavailable_means_the_first_attempt_landed(
-    emulator: Emulator, settings_for: Any
-) -> None:
-    # UNAVAILABLE can also come after Cloud Tasks created the task: the repeat collides.
-    emulator.servicer.fail_next("CreateTask", grpc.StatusCode.UNAVAILABLE, "lost answer")
+    # A call that timed out or lost its answer may still have created the task; the repeat
+    # then collides with it.
+    emulator.servicer.fail_next("CreateTask", transient, "no answer")
     emulator.servicer.fail_next("CreateTask", grpc.StatusCode.ALREADY_EXISTS, "exists")
     with settings_for(), override_backend(QuickBackend()):
         handle = tasks.named_refresh().delay()
