@@ -121,20 +121,20 @@ class ScriptedServicer(emulator_server.Greeter):  # type: ignore[misc]
                 setattr(queue, group, getattr(request.queue, group))
         return queue
 
-    def PauseQueue(self, request: Any, context: Any) -> Any:
-        self._intercept("PauseQueue", request, context)
+    def _on_queue(self, method: str, request: Any, context: Any) -> Any:
+        """Record, answer NOT_FOUND for a missing queue, else let the emulator answer."""
+        self._intercept(method, request, context)
         self._queue(request.name, context)
-        return super().PauseQueue(request, context)
+        return getattr(super(), method)(request, context)
+
+    def PauseQueue(self, request: Any, context: Any) -> Any:
+        return self._on_queue("PauseQueue", request, context)
 
     def ResumeQueue(self, request: Any, context: Any) -> Any:
-        self._intercept("ResumeQueue", request, context)
-        self._queue(request.name, context)
-        return super().ResumeQueue(request, context)
+        return self._on_queue("ResumeQueue", request, context)
 
     def PurgeQueue(self, request: Any, context: Any) -> Any:
-        self._intercept("PurgeQueue", request, context)
-        self._queue(request.name, context)
-        return super().PurgeQueue(request, context)
+        return self._on_queue("PurgeQueue", request, context)
 
     def DeleteQueue(self, request: Any, context: Any) -> Any:
         self._intercept("DeleteQueue", request, context)
