@@ -9,19 +9,19 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from . import conf, envelope, failures, oidc, signals, signing
+from . import conf, envelope, failures, oidc, queues, signals, signing
 from .exceptions import ArgumentsDoNotBind, ConfigurationError, InvalidRequest, InvalidToken, Retry
 from .registry import registry
-from .request import CloudTaskRequest
+from .request import CloudTaskRequest, meta_key
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
     from .envelope import Envelope
-    from .task import Task
+    from .task import Task, TaskCall
 
 logger = logging.getLogger("cloudtask")
 
@@ -60,6 +60,7 @@ def deliver(
 ) -> Outcome:
     """Authenticate, decode and run one task request."""
     started = time.perf_counter()
+    data: Envelope | None = None
     try:
         signing.verify(path, body, meta.get(signing.SIGNATURE_META_KEY))
         oidc_email = _verify_oidc(meta) if http_request is not None else None
@@ -70,7 +71,8 @@ def deliver(
         except TypeError as exc:
             raise ArgumentsDoNotBind(f"arguments do not fit {data.task}(): {exc}") from None
     except InvalidRequest as exc:
-        return refuse(exc)
+        # Once the signed body is decoded, the log line can say which call was refused.
+        return refuse(exc) if data is None else refuse(exc, task=data.task, call_id=data.id)
     except ConfigurationError as exc:
         logger.error("task=- id=- status=misconfigured reason=%s", exc)
         return _answer(503, {"status": "error", "error": "misconfigured"})
@@ -83,7 +85,7 @@ def deliver(
         max_attempts=_queue_max_attempts(meta.get("HTTP_X_CLOUDTASKS_QUEUENAME", "")),
         oidc_email=oidc_email,
     )
-    return Execution(task, data, request, started).run(raise_exceptions)
+    return Execution(task, data, request, started, meta).run(raise_exceptions)
 
 
 def _verify_oidc(meta: Mapping[str, str]) -> str | None:
@@ -97,25 +99,40 @@ def _earlier_retries(data: Envelope) -> int:
 
 
 def _queue_max_attempts(queue_name: str) -> int | None:
-    queues = conf.get("QUEUES")
-    if not queues:
+    """Return the attempt that is the queue's last, when the attempt count alone decides it.
+
+    Cloud Tasks stops only once both max_attempts and max_retry_duration (when set) are
+    reached. The time since the first attempt is not sent with a delivery, so a queue with a
+    max_retry_duration never declares a last attempt from its max_attempts.
+    """
+    if not conf.get("QUEUES"):
         return None
-    # The emulator sends the full queue path; Cloud Tasks the short id.
-    options = queues.get(queue_name.rsplit("/", 1)[-1]) if isinstance(queues, dict) else None
-    value = options.get("max_attempts") if isinstance(options, dict) else None
-    return value if type(value) is int else None
+    try:
+        # The emulator sends the full queue path; Cloud Tasks the short id.
+        config = queues.configured().get(queue_name.rsplit("/", 1)[-1])
+    except ConfigurationError:
+        return None  # reported by the system checks
+    if config is None or config.max_attempts < 1 or config.max_retry_duration > timedelta(0):
+        return None
+    return config.max_attempts
 
 
 class Execution:
     """One attempt of one call: run it, then answer according to how it ended."""
 
     def __init__(
-        self, task: Task[Any, Any], data: Envelope, request: CloudTaskRequest, started: float
+        self,
+        task: Task[Any, Any],
+        data: Envelope,
+        request: CloudTaskRequest,
+        started: float,
+        meta: Mapping[str, str] | None = None,
     ) -> None:
         self.task = task
         self.data = data
         self.request = request
         self.started = started
+        self.meta: Mapping[str, str] = meta or {}
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""
@@ -136,7 +153,13 @@ class Execution:
 
     def run(self, raise_exceptions: bool) -> Outcome:
         """Run the function and turn how it ended into an Outcome."""
-        signals.send(signals.task_started, self.task, call_id=self.data.id, request=self.request)
+        signals.send(
+            signals.task_started,
+            self.task,
+            call_id=self.data.id,
+            request=self.request,
+            delay_ms=_delay_ms(self.request.eta),
+        )
         try:
             result = self.task.run(self.request, self.data.args, self.data.kwargs)
         except Retry as exc:
@@ -199,12 +222,12 @@ class Execution:
         return _answer(200, body)
 
     def push_copy(self, countdown: timedelta) -> None:
-        """Push this call again, unnamed, keeping its id and counting the retry."""
+        """Push this call again, unnamed, keeping its id, its route and counting the retry."""
         from .backends import get_backend
         from .task import schedule_time
 
         backend = get_backend()
-        call = self.task(*self.data.args, **self.data.kwargs)
+        call = self.copy_of_call()
         message = backend.build_message(
             call,
             eta=schedule_time(at=None, countdown=countdown),
@@ -213,6 +236,28 @@ class Execution:
             extra={"retries": self.request.retries + 1},
         )
         backend.push(message)
+
+    def copy_of_call(self) -> TaskCall[Any]:
+        """Rebuild the call as it was pushed: the route in its envelope, this delivery's headers."""
+        from .task import ROUTE_OPTIONS
+
+        route = self.data.extra.get("route")
+        if not isinstance(route, dict):  # pushed without a route: the registered task's own
+            return self.task(*self.data.args, **self.data.kwargs)
+        options = {key: route[key] for key in ROUTE_OPTIONS if key in route}
+        task = self.task.using(**options) if options else self.task
+        call = task(*self.data.args, **self.data.kwargs)
+        if "url" in route:
+            call.url = route["url"]
+        names = route.get("headers")
+        if isinstance(names, list):
+            # Only header names are signed into the body; the values are those delivered now.
+            call.headers = {
+                name: self.meta[meta_key(name)]
+                for name in names
+                if isinstance(name, str) and meta_key(name) in self.meta
+            }
+        return call
 
     def give_up(self, exc: BaseException, reason: str) -> Outcome:
         """Record a final failure, push ``on_failure`` and answer so Cloud Tasks stops.
@@ -279,6 +324,13 @@ class Execution:
             countdown=countdown,
             duration_ms=self.elapsed_ms(),
         )
+
+
+def _delay_ms(eta: datetime | None) -> float | None:
+    """Return the milliseconds from the task's ETA to now (None without an ETA)."""
+    if eta is None:
+        return None
+    return max((datetime.now(timezone.utc) - eta).total_seconds() * 1000, 0.0)
 
 
 def _success_body(name: str, call_id: str, result: Any) -> bytes:

@@ -98,7 +98,9 @@ def _finish(
     call_id: str, task: Any, status: str, *, result: Any = None, error: Any = None, reason: str = ""
 ) -> None:
     fields = {"status": status, "result": result, "finished_at": timezone.now()}
-    _save(call_id, task, failure_reason=reason, **fields, **_error_fields(error))
+    # A success after failed attempts must not keep the error of an earlier attempt.
+    errors = _error_fields(error) or {"error_type": "", "error_message": "", "traceback": ""}
+    _save(call_id, task, failure_reason=reason, **fields, **errors)
 
 
 def _error_fields(error: BaseException | None) -> dict[str, str]:

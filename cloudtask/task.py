@@ -40,6 +40,10 @@ R = TypeVar("R")
 MAX_SCHEDULE = timedelta(days=30)
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = frozenset({SIGNATURE_HEADER.lower(), "content-type", "content-length", "host"})
+#: Options the endpoint takes from the registered task, whatever the pushed copy said.
+_RUN_TIME_OPTIONS = ("func", "name", "max_retries", "retry_for", "on_failure")
+#: Options that decide where and how a call is delivered; a ``request.retry()`` copy keeps them.
+ROUTE_OPTIONS = ("queue", "timeout", "method", "auth", "oauth_scope", "app_engine", "relative_uri")
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,18 @@ class Task(Generic[P, R]):
         return TaskCall(self, arguments_json)
 
     def using(self, **options: Any) -> Task[P, R]:
-        """Return a copy of this task with some options changed (it is not re-registered)."""
+        """Return a copy of this task with some options changed (it is not re-registered).
+
+        Options the endpoint reads from the registered task (``max_retries``, ``retry_for``,
+        ``on_failure``, ``name``, ``func``) are refused: a copy's values would be ignored.
+        """
+        refused = [option for option in _RUN_TIME_OPTIONS if option in options]
+        if refused:
+            raise TypeError(
+                f"{self.name}.using() cannot change {', '.join(refused)}: the endpoint runs the "
+                "registered task, so the copy's value would be ignored. Set it in @task(...), "
+                "or register another task."
+            )
         if "timeout" in options and options["timeout"] is not None:
             options["timeout"] = conf.check_timeout(options["timeout"], "timeout")
         return dataclasses.replace(self, **options)
@@ -257,7 +272,38 @@ class TaskCall(Generic[R]):
 
     def envelope_body(self, call_id: str, extra: Mapping[str, Any] | None = None) -> bytes:
         """Return the JSON body carrying this call."""
+        route = self.route()
+        if route:
+            extra = {**(extra or {}), "route": route}
         return envelope.encode(self.task.name, call_id, self._arguments_json, extra)
+
+    def route(self) -> dict[str, Any]:
+        """Return the delivery options in which this call differs from its registered task.
+
+        The signed body carries them so that a ``request.retry()`` copy goes where this call
+        went. Header values can be secrets, so only their names travel: the copy takes the
+        values from the delivery it retries.
+        """
+        task = self.task
+        registered = registry.get(task.name) if task.name in registry else task
+        if registered is task and self._url == task.url and self._headers is task.headers:
+            return {}  # the usual case: the body stays as it always was
+        route: dict[str, Any] = {}
+        for option in ROUTE_OPTIONS:
+            value = getattr(task, option)
+            if value != getattr(registered, option):
+                route[option] = _json_option(value)
+        if self._url != registered.url:
+            route["url"] = self._url
+        if dict(self._headers) != dict(registered.headers):
+            route["headers"] = sorted(self._headers)
+        return route
+
+
+def _json_option(value: Any) -> Any:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return dict(value) if isinstance(value, Mapping) else value
 
 
 def new_call_id() -> str:

@@ -7,16 +7,21 @@ import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.utils import timezone
 from freezegun import freeze_time
 
-from cloudtask import Reject, Retry, TaskDefinitionError, registry, signals, task
+from cloudtask import CloudTaskRequest, Reject, Retry, TaskDefinitionError, registry, signals, task
+from cloudtask.models import LocalTask
+from cloudtask.request import cloud_tasks_headers
 from cloudtask.testing import capture_tasks
 from tests import tasks
 from tests.helpers import delivery_headers, post
+
+IMMEDIATE = "cloudtask.backends.immediate.ImmediateBackend"
 
 
 def body_for(name: str, kwargs: dict[str, Any] | None = None, **extra: Any) -> bytes:
@@ -103,6 +108,31 @@ def test_failure_on_the_queues_last_attempt_is_final() -> None:
     assert response.json()["reason"] == "max-attempts"
 
 
+@pytest.mark.parametrize(("duration", "last"), [(600, False), (0, True)])
+def test_max_attempts_decides_the_last_attempt_only_without_a_max_retry_duration(
+    duration: int, last: bool, received: list[tuple[str, dict[str, Any]]]
+) -> None:
+    # Cloud Tasks stops once both max_attempts and max_retry_duration (when set) are reached.
+    queue = {"max_attempts": 2, "max_retry_duration": duration}
+    with override_settings(CLOUDTASK={"BACKEND": IMMEDIATE, "QUEUES": {"default": queue}}):
+        deliver("tests.tasks.record_request", retry_count=3)
+        assert tasks.calls[-1][1].is_last_attempt is last
+        with capture_tasks() as captured:
+            response = deliver(
+                "tests.tasks.retries_connection_errors_only", {"kind": "connection"}, retry_count=3
+            )
+    failed = [kwargs for name, kwargs in received if name == "task_failed"]
+    assert response.status_code == 500
+    if last:
+        assert response.json()["reason"] == "max-attempts"
+        assert [f["reason"] for f in failed] == ["max-attempts"]
+        assert [c.task for c in captured] == [tasks.record_failure]
+    else:
+        assert response.json() == {"status": "failed", "error": "ConnectionError"}
+        assert failed == []
+        assert captured == []
+
+
 # retry_for and Reject -------------------------------------------------------------------------
 
 
@@ -135,15 +165,29 @@ def test_reject_fails_for_good_without_retry() -> None:
     assert payload["error"]["message"] == "order 42 no longer exists"
 
 
+@task(name="tests.failures.rejects_with_missing_handler", on_failure="tests.tasks.no_such_handler")
+def rejects_with_missing_handler(request: CloudTaskRequest) -> None:
+    raise Reject("gone")
+
+
 def test_a_missing_on_failure_handler_never_breaks_the_response(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="cloudtask"):
-        response = deliver("tests.tasks.fails_with_missing_handler")
-    assert response.status_code == 500  # the task itself still retries
-    with caplog.at_level(logging.ERROR, logger="cloudtask"), capture_tasks():
-        response = deliver("tests.tasks.fails_with_missing_handler", retry_count=0, retries=0)
-    assert response.status_code == 500
+    with caplog.at_level(logging.ERROR, logger="cloudtask"), capture_tasks() as captured:
+        response = deliver("tests.failures.rejects_with_missing_handler")
+    # The same answer as without a handler: the call failed for good, Cloud Tasks stops.
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "failed",
+        "error": "Reject",
+        "reason": "rejected",
+        "id": "call-7",
+    }
+    assert captured == []
+    assert (
+        "task=tests.failures.rejects_with_missing_handler id=call-7 "
+        "on_failure_push_failed=tests.tasks.no_such_handler"
+    ) in caplog.text
 
 
 @override_settings(
@@ -175,6 +219,65 @@ def test_request_retry_pushes_a_later_copy_and_answers_200() -> None:
     assert copy.call_id == "call-7"
     assert copy.eta == timezone.now() + timedelta(seconds=90)
     assert json.loads(copy.http_request.body)["retries"] == 1
+
+
+LOCAL = {"BACKEND": "cloudtask.backends.local.LocalBackend", "URL": "http://testserver/_tasks/"}
+
+
+def deliver_stored(row: LocalTask, **header_values: str) -> Any:
+    """POST a stored local task through the real view, with the headers Cloud Tasks adds."""
+    headers = {k: v for k, v in row.headers.items() if k != "Content-Type"}
+    headers.update(header_values)
+    headers.update(cloud_tasks_headers(queue=row.queue, name=row.name, eta=None))
+    return Client(enforce_csrf_checks=True).post(
+        urlsplit(row.url).path, bytes(row.body), content_type="application/json", headers=headers
+    )
+
+
+@pytest.mark.django_db
+def test_request_retry_copy_goes_where_the_retried_delivery_went() -> None:
+    with override_settings(CLOUDTASK=LOCAL):
+        call = tasks.retries_itself.using(queue="jobs", timeout=30)(countdown=5)
+        call.url = "http://localhost/_tasks/"
+        call.headers = {"X-Tenant": "t1"}
+        call.delay()
+        for _ in range(2):
+            last = LocalTask.objects.order_by("id").last()
+            assert last is not None
+            assert deliver_stored(last).json()["status"] == "retrying"
+        rows = list(LocalTask.objects.order_by("id"))
+    assert [(r.queue, r.url, r.dispatch_deadline) for r in rows] == [
+        ("jobs", "http://localhost/_tasks/", timedelta(seconds=30))
+    ] * 3
+    assert [r.headers.get("X-Tenant") for r in rows] == ["t1"] * 3
+    assert [json.loads(bytes(r.body)).get("retries") for r in rows] == [None, 1, 2]
+
+
+@pytest.mark.django_db
+def test_request_retry_copy_takes_header_values_from_the_delivery() -> None:
+    with override_settings(CLOUDTASK=LOCAL):
+        call = tasks.retries_itself(countdown=5)
+        call.headers = {"X-Api-Key": "k-1"}
+        call.delay()
+        [first] = LocalTask.objects.all()
+        assert b"k-1" not in bytes(first.body)  # only the header's name is in the body
+        deliver_stored(first, **{"X-Api-Key": "k-2"})
+        copy = LocalTask.objects.order_by("id").last()
+    assert copy is not None
+    assert (copy.queue, copy.headers["X-Api-Key"]) == ("default", "k-2")
+
+
+def test_only_a_call_that_differs_from_its_task_carries_a_route() -> None:
+    with capture_tasks() as captured:
+        tasks.send_email(to="a@example.com").delay()
+        call = tasks.send_email.using(timeout=60)(to="b@example.com")
+        call.headers = {"X-Tenant": "s3cret-tenant"}
+        call.delay()
+    plain, variant = (json.loads(c.http_request.body) for c in captured)
+    # The wire format of an ordinary call is unchanged; receivers ignore keys they do not know.
+    assert set(plain) == {"v", "task", "id", "args", "kwargs"}
+    assert variant["route"] == {"timeout": 60.0, "headers": ["X-Tenant"]}
+    assert b"s3cret-tenant" not in captured[1].http_request.body
 
 
 def test_request_retry_counts_towards_max_retries() -> None:
@@ -221,6 +324,28 @@ def test_immediate_backend_raises_reject_and_retry_to_the_caller() -> None:
 
 
 # Option validation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_retries", 1),
+        ("retry_for", ValueError),
+        ("on_failure", tasks.record_failure),
+        ("name", "tests.tasks.other"),
+        ("func", print),
+    ],
+)
+def test_using_refuses_options_the_endpoint_takes_from_the_registry(
+    option: str, value: Any
+) -> None:
+    with pytest.raises(TypeError) as excinfo:
+        tasks.add.using(**{option: value})
+    assert str(excinfo.value) == (
+        f"tests.tasks.add.using() cannot change {option}: the endpoint runs the registered "
+        "task, so the copy's value would be ignored. Set it in @task(...), or register another "
+        "task."
+    )
 
 
 def plain(request: Any) -> None: ...
@@ -299,6 +424,18 @@ def test_signal_order_for_retry_and_give_up(received: list[tuple[str, dict[str, 
     assert received[1][1]["countdown"] is None
 
 
+@freeze_time("2026-03-01 12:00:00")
+def test_task_started_carries_the_delay_since_the_eta(
+    received: list[tuple[str, dict[str, Any]]],
+) -> None:
+    eta = timezone.now() - timedelta(seconds=2.5)
+    post(body_for("tests.tasks.add"), headers=delivery_headers(eta=eta))
+    post(body_for("tests.tasks.add"))  # no X-CloudTasks-TaskETA
+    started = [kwargs for name, kwargs in received if name == "task_started"]
+    assert started[0]["delay_ms"] == pytest.approx(2500.0)
+    assert started[1]["delay_ms"] is None
+
+
 def test_a_raising_receiver_is_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
     def broken(sender: Any, **kwargs: Any) -> None:
         raise RuntimeError("receiver bug")
@@ -315,3 +452,22 @@ def test_a_raising_receiver_is_logged_not_fatal(caplog: pytest.LogCaptureFixture
         "signal_receiver_failed=test_a_raising_receiver_is_logged_not_fatal.<locals>.broken"
         in caplog.text
     )
+
+
+# Refusal log lines ----------------------------------------------------------------------------
+
+
+def test_a_refusal_after_decoding_logs_the_task_and_call_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="cloudtask"):
+        missing = deliver("tests.tasks.no_such_task")
+        unbound = deliver("tests.tasks.add", {"c": 1})
+        forged = post(body_for("tests.tasks.add"), signature="v1=" + "0" * 64)
+    assert (missing.status_code, unbound.status_code, forged.status_code) == (404, 400, 403)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("task=tests.tasks.no_such_task id=call-7 status=refused")
+    assert "code=unknown-task" in lines[0]
+    assert lines[1].startswith("task=tests.tasks.add id=call-7 status=refused code=bad-arguments")
+    # A body whose signature does not verify is not trusted, not even for a log line.
+    assert lines[2].startswith("task=- id=- status=refused code=forbidden")

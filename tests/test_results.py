@@ -69,6 +69,19 @@ def test_retrying_then_failed_for_good() -> None:
     assert row.finished_at is not None
 
 
+def test_success_after_a_failed_attempt_clears_its_error() -> None:
+    deliver("tests.tasks.flaky", {"failures": 1}, "call-f", retry_count=0)
+    row = get_result("call-f")
+    assert (row.status, row.error_type) == ("retrying", "builtins.RuntimeError")
+    assert row.error_message == "failing on purpose, attempt 1"
+    assert row.traceback != ""
+    deliver("tests.tasks.flaky", {"failures": 1}, "call-f", retry_count=1)
+    row = get_result("call-f")
+    assert (row.status, row.result, row.attempts) == ("succeeded", 1, 2)
+    assert (row.error_type, row.error_message, row.traceback) == ("", "", "")
+    assert row.failure_reason == ""
+
+
 def test_rejected_call_is_failed_with_reason() -> None:
     with capture_tasks():
         deliver("tests.tasks.rejects", {}, "call-x")
