@@ -39,7 +39,12 @@ R = TypeVar("R")
 #: Cloud Tasks refuses a schedule_time further ahead than this.
 MAX_SCHEDULE = timedelta(days=30)
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_RESERVED_HEADERS = frozenset({SIGNATURE_HEADER.lower(), "content-type", "content-length", "host"})
+# Set by cloudtask, or replaced or dropped by Cloud Tasks (its HttpRequest.headers docs):
+# a custom value would silently not arrive. Authorization carries the OIDC/OAuth token.
+_RESERVED_HEADERS = frozenset(
+    {SIGNATURE_HEADER.lower(), "content-type", "content-length", "host", "user-agent"}
+)
+_RESERVED_PREFIXES = ("x-cloudtasks-", "x-google-", "x-appengine-")
 #: Options the endpoint takes from the registered task, whatever the pushed copy said.
 _RUN_TIME_OPTIONS = ("func", "name", "max_retries", "retry_for", "on_failure")
 #: Options that decide where and how a call is delivered; a ``request.retry()`` copy keeps them.
@@ -375,9 +380,15 @@ def check_headers(headers: Any, what: str) -> dict[str, str]:
             raise ValueError(f"{what}: {key!r} is not a valid HTTP header name.")
         if not isinstance(value, str) or "\r" in value or "\n" in value:
             raise ValueError(f"{what}: the value of {key!r} must be a one-line string.")
-        if key.lower() in _RESERVED_HEADERS or key.lower().startswith("x-cloudtasks-"):
+        lowered = key.lower()
+        if lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_PREFIXES):
             raise ValueError(
                 f"{what}: {key!r} is set by cloudtask or Cloud Tasks and cannot be overridden."
+            )
+        if lowered == "authorization":
+            raise ValueError(
+                f"{what}: 'Authorization' carries the token Cloud Tasks adds; choose it with "
+                "@task(auth='oidc' | 'oauth' | None) instead of setting the header."
             )
     return dict(headers)
 
