@@ -8,10 +8,10 @@
 | cloudtask.E004 | the Cloud Tasks backend without LOCATION |
 | cloudtask.E005 | the Cloud Tasks backend without URL |
 | cloudtask.E006 | URL is not an absolute http(s) URL |
-| cloudtask.E007 | SECRET / SECRET_FALLBACKS invalid, or no key to sign with |
+| cloudtask.E007 | SECRET / SECRET_FALLBACKS / ACCEPT_DERIVED_KEY invalid, or no key to sign with |
 | cloudtask.E008 | QUEUE is not a valid queue id |
 | cloudtask.E009 | TIMEOUT is not a duration between 15 s and 30 min |
-| cloudtask.E010 | the task endpoint is not in the URLconf |
+| cloudtask.E010 | the task endpoint is not in the URLconf and URL is not set |
 | cloudtask.E011 | MAX_BODY_SIZE is not a positive integer |
 | cloudtask.E012 | RESULTS is not True or False |
 | cloudtask.E013 | EMULATOR_HOST is not "host:port" |
@@ -70,14 +70,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     messages += _check_value("URL", conf.check_url, "cloudtask.E006")
     messages += _check_value("QUEUE", conf.check_queue_name, "cloudtask.E008")
     messages += _check_value("TIMEOUT", conf.check_timeout, "cloudtask.E009")
-    limit = conf.get("MAX_BODY_SIZE")
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
-        messages.append(
-            Error(
-                f"CLOUDTASK['MAX_BODY_SIZE'] must be a positive number of bytes, not {limit!r}.",
-                id="cloudtask.E011",
-            )
-        )
+    try:
+        conf.max_body_size()
+    except ConfigurationError as exc:
+        messages.append(Error(str(exc), id="cloudtask.E011"))
     try:
         signing.keys()
     except ConfigurationError as exc:
@@ -156,6 +152,9 @@ def _check_emulator_host() -> list[CheckMessage]:
 def _check_urlconf() -> list[CheckMessage]:
     from .backends.base import endpoint_path
 
+    if conf.get("URL"):
+        # Pushes go to URL, which may be another service's endpoint: this one needs no route.
+        return []
     try:
         endpoint_path()
     except ConfigurationError as exc:

@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "QUEUE": "default",
     "SECRET": None,
     "SECRET_FALLBACKS": [],
+    # While SECRET is set, still accept the key derived from SECRET_KEY: for the switch.
+    "ACCEPT_DERIVED_KEY": False,
     "BACKEND": None,
     "TIMEOUT": None,
     "MAX_BODY_SIZE": 1024 * 1024,
@@ -90,6 +92,16 @@ def user_settings() -> Mapping[str, Any]:
 def get(key: str) -> Any:
     """Return one CLOUDTASK value, or its default."""
     return user_settings().get(key, DEFAULTS[key])
+
+
+def max_body_size() -> int:
+    """Return MAX_BODY_SIZE, refusing anything that is not a positive number of bytes."""
+    limit = get("MAX_BODY_SIZE")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise ConfigurationError(
+            f"CLOUDTASK['MAX_BODY_SIZE'] must be a positive number of bytes, not {limit!r}."
+        )
+    return limit
 
 
 def backend_path() -> str:

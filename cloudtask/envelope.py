@@ -100,7 +100,8 @@ def decode(body: bytes) -> Envelope:
         raise MalformedEnvelope("'args' must be a list")
     if not isinstance(kwargs, dict):
         raise MalformedEnvelope("'kwargs' must be an object")
-    extra = {k: v for k, v in data.items() if k not in _FIELDS} if len(data) > 5 else {}
+    # args and kwargs are optional, so the number of keys does not tell whether extras exist.
+    extra = {k: v for k, v in data.items() if k not in _FIELDS}
     return Envelope(task=task, id=call_id, args=args, kwargs=kwargs, extra=extra)
 
 

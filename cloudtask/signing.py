@@ -2,7 +2,8 @@
 
 The signature covers the target path and the body. The body carries the task's registry
 name, its arguments and the call id, so a signature taken from one request cannot be
-replayed onto another task, other arguments or another endpoint.
+replayed onto another task, other arguments or another endpoint. Headers (other than the
+signature itself) and the query string are not covered.
 """
 
 from __future__ import annotations
@@ -52,18 +53,33 @@ def keys() -> tuple[bytes, ...]:
             "accepted while tasks signed with them drain)."
         )
     found = [_as_key(v, "Each CLOUDTASK['SECRET_FALLBACKS'] entry") for v in fallbacks]
+    accept_derived = conf.get("ACCEPT_DERIVED_KEY")
+    if not isinstance(accept_derived, bool):
+        raise ConfigurationError(
+            f"CLOUDTASK['ACCEPT_DERIVED_KEY'] must be True or False, not {accept_derived!r}."
+        )
     if secret is not None:
-        return (_as_key(secret, "CLOUDTASK['SECRET']"), *found)
+        # Switching to an explicit SECRET: tasks queued before were signed with the derived key.
+        accepted = _derived_keys() if accept_derived else []
+        return (_as_key(secret, "CLOUDTASK['SECRET']"), *found, *accepted)
+    derived = _derived_keys()
+    if not derived:
+        raise ConfigurationError(
+            "Set CLOUDTASK['SECRET'] or Django's SECRET_KEY: tasks are signed with one of them."
+        )
+    return (derived[0], *found, *derived[1:])
+
+
+def _derived_keys() -> list[bytes]:
+    """Return the keys derived from SECRET_KEY and SECRET_KEY_FALLBACKS ([] without a key)."""
     try:
         secret_key = django_settings.SECRET_KEY
     except ImproperlyConfigured:  # Django refuses an empty SECRET_KEY on access.
         secret_key = ""
     if not secret_key:
-        raise ConfigurationError(
-            "Set CLOUDTASK['SECRET'] or Django's SECRET_KEY: tasks are signed with one of them."
-        )
-    derived = [_derive(k) for k in getattr(django_settings, "SECRET_KEY_FALLBACKS", [])]
-    return (_derive(secret_key), *found, *derived)
+        return []
+    fallbacks = getattr(django_settings, "SECRET_KEY_FALLBACKS", [])
+    return [_derive(k) for k in [secret_key, *fallbacks]]
 
 
 conf.on_change(keys.cache_clear)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
+from django.conf import settings as django_settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import HttpRequest, HttpResponse
 from django.http.request import RawPostDataException
 from django.views.decorators.csrf import csrf_exempt
 
-from . import conf, executor
-from .exceptions import PayloadRefused
+from . import conf, envelope, executor
+from .exceptions import ConfigurationError, InvalidRequest, PayloadRefused
+
+logger = logging.getLogger("cloudtask")
+
+
+class _MethodNotAllowed(InvalidRequest):
+    status = 405
+    code = "method-not-allowed"
 
 
 # Authenticated by the HMAC signature (and OIDC token), not by a session cookie.
@@ -19,25 +29,53 @@ from .exceptions import PayloadRefused
 def endpoint(request: HttpRequest) -> HttpResponse:
     """Verify and run one task request."""
     if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    limit = conf.get("MAX_BODY_SIZE")
+        # Cloud Tasks only POSTs; anything else is refused before the body is touched.
+        refused = _MethodNotAllowed(f"method {request.method!r} is not allowed; use POST")
+        response = _respond(executor.refuse(refused))
+        response["Allow"] = "POST"
+        return response
+    try:
+        outcome = _deliver(request)
+    except ConfigurationError as exc:
+        outcome = _misconfigured(exc)
+    return _respond(outcome)
+
+
+def _deliver(request: HttpRequest) -> executor.Outcome:
+    limit = conf.max_body_size()
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
-    try:
-        # The length is checked before the body is read, so a huge body is never buffered.
-        if declared > limit:
-            raise PayloadRefused(f"body is {declared} bytes; the limit is {limit}")
-        body = request.body
-    except (RequestDataTooBig, RawPostDataException):
-        outcome = executor.refuse(PayloadRefused(f"body exceeds the limit of {limit} bytes"))
-    except PayloadRefused as exc:
-        outcome = executor.refuse(exc)
-    else:
-        outcome = executor.deliver(
-            path=request.path, body=body, meta=request.META, http_request=request
+    # The length is checked before the body is read, so a huge body is never buffered.
+    if declared > limit:
+        return executor.refuse(
+            PayloadRefused(f"body is {declared} bytes; CLOUDTASK['MAX_BODY_SIZE'] is {limit}")
         )
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        django_limit = django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return executor.refuse(
+            PayloadRefused(
+                f"body is {declared} bytes; Django's DATA_UPLOAD_MAX_MEMORY_SIZE is {django_limit}"
+            )
+        )
+    except RawPostDataException:
+        # A middleware parsed the body as form data first; a task body is JSON.
+        return executor.refuse(InvalidRequest("body was already read as form data"))
+    return executor.deliver(path=request.path, body=body, meta=request.META, http_request=request)
+
+
+def _misconfigured(exc: ConfigurationError) -> executor.Outcome:
+    # The executor's answer to the same problem: a 503, which Cloud Tasks retries with extra
+    # backoff until the setting is fixed; the reason goes to the log only.
+    logger.error("task=- id=- status=misconfigured reason=%s", exc)
+    body = {"status": "error", "error": "misconfigured"}
+    return executor.Outcome(status=503, content=envelope.dumps(body).encode())
+
+
+def _respond(outcome: executor.Outcome) -> HttpResponse:
     response = HttpResponse(outcome.content, status=outcome.status, content_type="application/json")
     # The executor already logged this delivery with its reason; Django need not log it again.
     response._has_been_logged = True  # type: ignore[attr-defined]

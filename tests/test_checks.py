@@ -55,6 +55,8 @@ def test_complete_cloud_tasks_configuration_is_clean() -> None:
         ({**IMMEDIATE, "QUEUE": "bad queue"}, ["cloudtask.E008"], "queue id"),
         ({**IMMEDIATE, "TIMEOUT": 3}, ["cloudtask.E009"], "between 15 seconds and 30 minutes"),
         ({**IMMEDIATE, "MAX_BODY_SIZE": 0}, ["cloudtask.E011"], "positive number of bytes"),
+        ({**IMMEDIATE, "MAX_BODY_SIZE": "1MB"}, ["cloudtask.E011"], "not '1MB'"),
+        ({**IMMEDIATE, "ACCEPT_DERIVED_KEY": "yes"}, ["cloudtask.E007"], "True or False"),
         ({**IMMEDIATE, "QUEU": "default"}, ["cloudtask.W001"], "unknown key 'QUEU'"),
         ({**IMMEDIATE, "RESULTS": 1}, ["cloudtask.E012"], "must be True or False"),
         ({**IMMEDIATE, "EMULATOR_HOST": "localhost"}, ["cloudtask.E013"], "must be 'host:port'"),
@@ -72,6 +74,21 @@ def test_missing_urls_include_is_reported() -> None:
     messages = check_settings()
     assert ids(messages) == ["cloudtask.E010"]
     assert 'include("cloudtask.urls")' in messages[0].msg
+    assert 'or set CLOUDTASK["URL"]' in messages[0].msg
+
+
+@pytest.mark.parametrize("cloudtask", [GOOD_CLOUD, {**IMMEDIATE, "URL": GOOD_CLOUD["URL"]}])
+@override_settings(ROOT_URLCONF="tests.urls_without_endpoint")
+def test_a_project_that_only_pushes_sets_url_instead_of_the_urls(cloudtask: Any) -> None:
+    from cloudtask.testing import capture_tasks
+    from tests import tasks
+
+    # The endpoint is served by another service: URL is where the tasks go.
+    with override_settings(CLOUDTASK=cloudtask):
+        assert check_settings() == []
+        with capture_tasks() as captured:
+            tasks.noop().delay()
+    assert [c.url for c in captured] == [GOOD_CLOUD["URL"]]
 
 
 @override_settings(CLOUDTASK={**GOOD_CLOUD, "SECRET": "short"}, DEBUG=False)

@@ -31,10 +31,21 @@ def test_valid_request_runs_the_function_and_answers_200() -> None:
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
-def test_other_methods_get_405(method: str) -> None:
-    response = post(envelope(), method=method)
+def test_other_methods_get_405(method: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="cloudtask"):
+        response = post(envelope(), method=method)
     assert response.status_code == 405
     assert response["Allow"] == "POST"
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "status": "error",
+        "error": "method-not-allowed",
+        "detail": f"method '{method}' is not allowed; use POST",
+    }
+    assert [r.getMessage() for r in caplog.records if r.name == "cloudtask"] == [
+        "task=- id=- status=refused code=method-not-allowed "
+        f"reason=method '{method}' is not allowed; use POST"
+    ]
     assert tasks.calls == []
 
 
@@ -197,13 +208,43 @@ def test_oversized_body_gets_413_before_verification() -> None:
     body = b"x" * (1024 * 1024 + 1)
     response = post(body, signature="v1=" + "0" * 64)
     assert response.status_code == 413
-    assert response.json()["error"] == "too-large"
+    assert response.json() == {
+        "status": "error",
+        "error": "too-large",
+        "detail": "body is 1048577 bytes; CLOUDTASK['MAX_BODY_SIZE'] is 1048576",
+    }
 
 
 @override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=100)
-def test_body_over_djangos_own_limit_gets_413() -> None:
-    response = post(envelope(kwargs={"a": 1, "b": 2}, pad="x" * 200))
+def test_body_over_djangos_own_limit_gets_413_naming_that_limit() -> None:
+    body = envelope(kwargs={"a": 1, "b": 2}, pad="x" * 200)
+    response = post(body)
     assert response.status_code == 413
+    assert response.json()["detail"] == (
+        f"body is {len(body)} bytes; Django's DATA_UPLOAD_MAX_MEMORY_SIZE is 100"
+    )
+    assert tasks.calls == []
+
+
+def reads_form_data(get_response: Any) -> Any:
+    """Middleware that parses every POST as form data before the view runs."""
+
+    def middleware(request: Any) -> Any:
+        request.POST  # noqa: B018 -- reading it consumes the body stream
+        return get_response(request)
+
+    return middleware
+
+
+@override_settings(MIDDLEWARE=["tests.test_endpoint.reads_form_data"])
+def test_body_consumed_by_a_middleware_gets_400_not_413() -> None:
+    response = Client(enforce_csrf_checks=True).post(ENDPOINT, {"task": "tests.tasks.add"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": "error",
+        "error": "bad-request",
+        "detail": "body was already read as form data",
+    }
 
 
 def test_secrets_and_signatures_never_logged_or_returned(caplog: pytest.LogCaptureFixture) -> None:
@@ -230,6 +271,40 @@ def test_misconfigured_secret_answers_503_not_a_crash() -> None:
     response = post(envelope(), signature="v1=" + "0" * 64)
     assert response.status_code == 503
     assert response.json() == {"status": "error", "error": "misconfigured"}
+
+
+@pytest.mark.parametrize(
+    ("cloudtask", "reason"),
+    [
+        ("notadict", "CLOUDTASK must be a dict of settings, not str."),
+        (
+            {"MAX_BODY_SIZE": "1MB"},
+            "CLOUDTASK['MAX_BODY_SIZE'] must be a positive number of bytes, not '1MB'.",
+        ),
+        (
+            {"MAX_BODY_SIZE": 0},
+            "CLOUDTASK['MAX_BODY_SIZE'] must be a positive number of bytes, not 0.",
+        ),
+        (
+            {"ACCEPT_DERIVED_KEY": "yes"},
+            "CLOUDTASK['ACCEPT_DERIVED_KEY'] must be True or False, not 'yes'.",
+        ),
+    ],
+)
+def test_every_bad_setting_answers_the_same_503(
+    cloudtask: Any, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = envelope()
+    signature = signing.sign(ENDPOINT, body)
+    with override_settings(CLOUDTASK=cloudtask), caplog.at_level(logging.INFO, "cloudtask"):
+        response = post(body, signature=signature)
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"status": "error", "error": "misconfigured"}
+    assert [r.getMessage() for r in caplog.records if r.name == "cloudtask"] == [
+        f"task=- id=- status=misconfigured reason={reason}"
+    ]
+    assert tasks.calls == []
 
 
 # The request object --------------------------------------------------------------------------

@@ -53,6 +53,26 @@ def test_explicit_secret_and_its_fallbacks() -> None:
         assert signing.keys()[0] == NEW.encode()
 
 
+def test_switching_to_an_explicit_secret_accepts_the_derived_key_only_when_asked() -> None:
+    derived_signature = signing.sign(ENDPOINT, BODY)  # tests.settings set no SECRET
+    with override_settings(CLOUDTASK={"SECRET": NEW}):
+        assert post(BODY, signature=derived_signature).status_code == 403
+    with override_settings(CLOUDTASK={"SECRET": NEW, "ACCEPT_DERIVED_KEY": True}):
+        assert post(BODY, signature=derived_signature).status_code == 200
+        # New tasks are signed with SECRET; the derived key only verifies.
+        assert signing.keys()[0] == NEW.encode()
+        assert signing.sign(ENDPOINT, BODY) != derived_signature
+
+
+@override_settings(SECRET_KEY_FALLBACKS=["the-old-secret-key-used-before-rotation"])
+def test_accepted_derived_keys_include_secret_key_fallbacks() -> None:
+    with override_settings(SECRET_KEY="the-old-secret-key-used-before-rotation"):
+        old_signature = signing.sign(ENDPOINT, BODY)
+    with override_settings(CLOUDTASK={"SECRET": NEW, "ACCEPT_DERIVED_KEY": True}):
+        assert post(BODY, signature=old_signature).status_code == 200
+        assert len(signing.keys()) == 3
+
+
 def test_explicit_secret_is_used_as_is() -> None:
     with override_settings(CLOUDTASK={"SECRET": NEW}):
         assert signing.keys() == (NEW.encode(),)
@@ -65,6 +85,7 @@ def test_explicit_secret_is_used_as_is() -> None:
         ({"SECRET": 42}, r"CLOUDTASK\['SECRET'\] must be a non-empty string"),
         ({"SECRET_FALLBACKS": "old"}, r"SECRET_FALLBACKS'\] must be a list of strings"),
         ({"SECRET_FALLBACKS": [None]}, r"SECRET_FALLBACKS'\] entry must be a non-empty string"),
+        ({"ACCEPT_DERIVED_KEY": 1}, r"ACCEPT_DERIVED_KEY'\] must be True or False, not 1"),
     ],
 )
 def test_bad_secret_settings_raise_configuration_error(
