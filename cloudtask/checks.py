@@ -34,12 +34,13 @@
 | cloudtask.W020 | (deploy) OIDC required but the audience is not an https URL |
 | cloudtask.W021 | (deploy) OIDC required but CERTS_URL is not an https URL |
 | cloudtask.W022 | (deploy) OIDC REQUIRED is False while SAE is set: tokens go unchecked |
+| cloudtask.W023 | OIDC required, but a task sent to this endpoint would carry no OIDC token |
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
@@ -47,6 +48,9 @@ from django.core.checks import CheckMessage, Error, Warning
 
 from . import conf, oidc, queues, signing
 from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .task import Task
 
 DEVELOPMENT_BACKENDS = {conf.LOCAL_BACKEND, conf.IMMEDIATE_BACKEND}
 
@@ -278,3 +282,48 @@ def check_oidc_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
             )
         )
     return messages
+
+
+def check_task_tokens(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Warn about tasks that Cloud Tasks would send to this endpoint without an OIDC token."""
+    from .registry import registry
+    from .targets import oidc_token
+
+    try:
+        if not conf.oidc_required():
+            return []
+        # No per-task url: the task goes to this project's endpoint, which needs the token.
+        ours = [task for task in map(registry.get, registry) if task.url is None]
+        tokenless = [task for task in ours if oidc_token(task, "") is None]
+    except ConfigurationError:
+        return []  # reported by check_settings / check_oidc
+    hint = (
+        "Cloud Tasks adds an OIDC token only to HTTP targets with auth='oidc' (the default), "
+        "minted for CLOUDTASK['SAE']; the local queue and capture_tasks() do the same."
+    )
+    if not conf.get("SAE") and any(task.auth == "oidc" for task in tokenless):
+        return [
+            Warning(
+                "OIDC tokens are required, but CLOUDTASK['SAE'] is not set, so Cloud Tasks "
+                "sends none: every request to the task endpoint would be refused with 403.",
+                hint="Set CLOUDTASK['SAE'] to the service account Cloud Tasks mints tokens for.",
+                id="cloudtask.W023",
+            )
+        ]
+    return [
+        Warning(
+            f"Task {task.name!r} is sent to the task endpoint {_without_token(task)}, but the "
+            "endpoint requires OIDC tokens: its requests would be refused with 403.",
+            hint=hint,
+            id="cloudtask.W023",
+        )
+        for task in tokenless
+    ]
+
+
+def _without_token(task: Task[Any, Any]) -> str:
+    if task.app_engine is not None:
+        return "as an App Engine task, which carries no OIDC token"
+    if task.auth == "oauth":
+        return "with an OAuth access token (auth='oauth'), not an OIDC token"
+    return "without a token (auth=None)"

@@ -21,6 +21,8 @@ import secrets
 import stat
 import tempfile
 import threading
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -35,6 +37,10 @@ KEY_ID_PREFIX = "cloudtask-development-"
 KEY_BITS = 2048
 _MAX_FILE = 64 * 1024
 _create_lock = threading.Lock()
+#: How long one development token is reused (tokens live an hour).
+TOKEN_REUSE = 300.0
+_tokens: dict[tuple[str, str], tuple[str, float]] = {}
+_token_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,29 @@ def development_key() -> DevelopmentKey:
 
 conf.on_change(key_id.cache_clear)
 conf.on_change(development_key.cache_clear)
+conf.on_change(_tokens.clear)
+
+
+def authorization(token: Mapping[str, str] | None) -> dict[str, str]:
+    """Return the Authorization header standing in for the OIDC token Cloud Tasks would add.
+
+    ``token`` is what :func:`cloudtask.targets.oidc_token` returned at push time: the same
+    service account and audience, signed with the development key. None: no header, as
+    Cloud Tasks sends none.
+    """
+    if token is None:
+        return {}
+    # Imported here: the OIDC module imports this one.
+    from .oidc import development_token
+
+    key = (token["audience"], token["service_account_email"])
+    with _token_lock:
+        value, renew_at = _tokens.get(key, ("", 0.0))
+        if time.monotonic() >= renew_at:
+            # Reused for a few minutes: signing costs more than the request it goes with.
+            value = development_token(*key)
+            _tokens[key] = (value, time.monotonic() + TOKEN_REUSE)
+    return {"Authorization": f"Bearer {value}"}
 
 
 def _cryptography() -> Any:

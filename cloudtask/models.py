@@ -24,6 +24,16 @@ class LocalQueue(models.Model):
     deleted_at = models.DateTimeField(
         null=True, blank=True, help_text="When delete_queue deleted it; empty: it exists."
     )
+    # Shared by every worker, so the queue's limits hold across worker processes.
+    tokens = models.FloatField(
+        null=True, editable=False, help_text="The rate limit's token bucket; empty: full."
+    )
+    tokens_at = models.FloatField(
+        null=True, editable=False, help_text="When the bucket was last filled (Unix time)."
+    )
+    held_until = models.DateTimeField(
+        null=True, editable=False, help_text="A 429/503 Retry-After holds the queue until then."
+    )
 
     class Meta:
         ordering = ("name",)
@@ -70,6 +80,12 @@ class LocalTask(models.Model):
     forced = models.BooleanField(
         default=False,
         help_text="Set by run_task: the next attempt goes out even if the queue is paused.",
+    )
+    oidc_token = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The OIDC token Cloud Tasks would add (service_account_email, audience); "
+        "empty: none, as for auth=None, auth='oauth' and App Engine targets.",
     )
 
     class Meta:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import conf
+
 if TYPE_CHECKING:
     from .task import Task
 
@@ -14,6 +16,21 @@ AUTH_CHOICES = ("oidc", "oauth", None)
 APP_ENGINE_KEYS = ("service", "version", "instance")
 #: The scope of ``auth="oauth"`` tokens unless the task names another.
 DEFAULT_OAUTH_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
+def oidc_token(task: Task[Any, Any], url: str) -> dict[str, str] | None:
+    """Return the OIDC token Cloud Tasks adds to a push of ``task`` to ``url``, or None.
+
+    Cloud Tasks mints one only for HTTP targets with ``auth="oidc"`` and only when
+    ``CLOUDTASK["SAE"]`` names the service account; its audience is ``OIDC["AUDIENCE"]``
+    when set, else the task's URL. The local backend and ``capture_tasks()`` follow the same
+    rule, so a task that would be refused in production is refused in development too.
+    """
+    sae = conf.get("SAE")
+    if task.app_engine is not None or task.auth != "oidc" or not sae:
+        return None
+    audience = conf.oidc_options().get("AUDIENCE") or url
+    return {"service_account_email": sae, "audience": audience}
 
 
 def check_target(task: Task[Any, Any]) -> None:

@@ -12,7 +12,6 @@ import queue as queue_module
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,9 +31,10 @@ from .backends.local_delivery import (
     dispatch_line,
     outcome_fields,
 )
+from .backends.local_limits import hold
 from .backends.local_manage import load_config
 from .exceptions import ConfigurationError
-from .queues import QueueConfig, TokenBucket
+from .queues import QueueConfig
 
 logger = logging.getLogger("cloudtask.worker")
 
@@ -64,7 +64,11 @@ class Summary:
 
 
 class Worker:
-    """Claims due tasks with a lease and delivers them, honouring each queue's limits."""
+    """Claims due tasks with a lease and delivers them, honouring each queue's limits.
+
+    A queue's rate and concurrency limits and its Retry-After hold are kept in the database
+    (see :mod:`cloudtask.backends.local_limits`), so they hold across worker processes.
+    """
 
     def __init__(
         self,
@@ -88,11 +92,8 @@ class Worker:
         self.stopping = False
         self.stopped = False
         self._in_flight: dict[int, Claimed] = {}
-        self._per_queue: Counter[str] = Counter()
-        self._buckets: dict[str, TokenBucket] = {}
         #: Each queue's config as read at the last poll that served it.
         self._configs: dict[str, QueueConfig] = {}
-        self._hold_until: dict[str, datetime] = {}
         self._jobs: queue_module.Queue[Claimed | None] = queue_module.Queue()
         self._results: queue_module.Queue[tuple[Claimed, Answer]] = queue_module.Queue()
         self._unrecorded: list[tuple[Claimed, Answer]] = []
@@ -223,43 +224,29 @@ class Worker:
         except ConfigurationError as exc:
             logger.error("worker status=bad_config queue=%s error=%s", name, exc)
             return 0
-        capacity = self._capacity(name, now)
+        capacity = self.concurrency - len(self._in_flight)
         if capacity <= 0:
-            bucket = self._buckets.get(name)
-            self._throttled |= bucket is not None and bucket.tokens < 1
             return 0
-        claimed = local.claim(name, capacity, now, forced_only=due.forced_only)
-        self._buckets[name].take(len(claimed))
-        for item in claimed:
-            self._start(item)
-        return len(claimed)
-
-    def _capacity(self, name: str, now: datetime) -> int:
-        if self._hold_until.get(name, now) > now:
-            return 0
-        config = self._config(name)
-        bucket = self._buckets.get(name)
-        if bucket is None or bucket.rate != config.max_dispatches_per_second:
-            bucket = self._buckets[name] = TokenBucket(
-                config.max_dispatches_per_second, now.timestamp()
-            )
-        return min(
-            self.concurrency - len(self._in_flight),
-            config.max_concurrent_dispatches - self._per_queue[name],
-            bucket.available(now.timestamp()),
+        taken = local.lease(
+            name, capacity, now, config=self._configs[name], forced_only=due.forced_only
         )
+        self._throttled |= taken.throttled
+        for item in taken.claimed:
+            self._start(item, now)
+        return len(taken.claimed)
 
-    def _start(self, claimed: Claimed) -> None:
+    def _start(self, claimed: Claimed, now: datetime) -> None:
         while len(self._threads) < self.concurrency:
             thread = threading.Thread(target=self._deliver_forever, daemon=True)
             thread.name = f"cloudtask-worker-{len(self._threads)}"
             thread.start()
             self._threads.append(thread)
         self._in_flight[claimed.id] = claimed
-        self._per_queue[claimed.queue] += 1
-        limit = self._config(claimed.queue).max_attempts
-        if limit != -1 and claimed.dispatch_count > limit:
-            # The worker making the last allowed attempt stopped before recording an answer.
+        config = self._config(claimed.queue)
+        previous = claimed.dispatch_count - 1
+        if claimed.reclaimed and config.exhausted(previous, now - claimed.first_attempt_at):
+            # The worker making the last allowed attempt stopped before recording an answer;
+            # its attempt counts, as Cloud Tasks counts one that timed out.
             answer = Answer(None, "the lease ran out", "DEADLINE_EXCEEDED", dispatched=False)
             self._results.put((claimed, answer))
             return
@@ -298,8 +285,12 @@ class Worker:
         try:
             # One transaction and one UPDATE for the whole batch.
             with transaction.atomic():
-                pairs = zip(batch, decided, strict=True)
+                pairs = list(zip(batch, decided, strict=True))
                 stored = local.record([(claimed, fields) for (claimed, _), (_, fields) in pairs])
+                for (claimed, answer), (outcome, _) in pairs:
+                    if outcome == "retry" and answer.retry_after:
+                        # 429/503 with Retry-After: the whole queue waits, in every worker.
+                        hold(claimed.queue, now + answer.retry_after)
         except DatabaseError as exc:
             # Kept and recorded on a later iteration; the lease keeps the tasks ours.
             logger.warning("worker status=db_error during=record error=%s", exc)
@@ -308,17 +299,13 @@ class Worker:
         self._unrecorded = []
         for (claimed, answer), (outcome, fields) in zip(batch, decided, strict=True):
             outcome = outcome if claimed.id in stored else "lost"
-            self._finished(claimed, answer, outcome, fields, now)
+            self._finished(claimed, answer, outcome, fields)
         return len(batch)
 
     def _finished(
-        self, claimed: Claimed, answer: Answer, outcome: str, fields: dict[str, Any], now: datetime
+        self, claimed: Claimed, answer: Answer, outcome: str, fields: dict[str, Any]
     ) -> None:
         del self._in_flight[claimed.id]
-        self._per_queue[claimed.queue] -= 1
-        if outcome == "retry" and answer.retry_after is not None:
-            # 429/503 with Retry-After: the whole queue waits, not only this task.
-            self._hold_until[claimed.queue] = now + answer.retry_after
         counter = _COUNTERS[outcome]
         setattr(self.summary, counter, getattr(self.summary, counter) + 1)
         self.log(dispatch_line(claimed, answer, outcome, fields))

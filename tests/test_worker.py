@@ -16,7 +16,7 @@ from django.test import override_settings
 
 from cloudtask import conf, signing
 from cloudtask.backends import local
-from cloudtask.models import LocalTask
+from cloudtask.models import LocalQueue, LocalTask
 from cloudtask.worker import Worker
 from tests import tasks
 
@@ -56,7 +56,9 @@ class ScriptedServer:
                 with server._lock:
                     server.active += 1
                     server.max_active = max(server.max_active, server.active)
-                    server.requests.append({"headers": dict(self.headers), "body": body})
+                    server.requests.append(
+                        {"headers": dict(self.headers), "body": body, "at": time.monotonic()}
+                    )
                     status, headers = server.answers.pop(0) if server.answers else (200, {})
                 time.sleep(server.delay)
                 with server._lock:
@@ -385,7 +387,9 @@ def test_unreachable_endpoint_is_retried_with_reason(db: None) -> None:
         CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": "http://127.0.0.1:9/_tasks/"}
     ):
         handle = tasks.noop().delay()
-        drain(Worker())
+        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        # A fixed clock: the retry, 0.1 s later, must not become due while draining.
+        drain(Worker(clock=FakeClock()))
     task = row(handle.name)
     assert (task.status, task.dispatch_count, task.response_count) == ("queued", 1, 0)
     assert task.retry_reason == "UNAVAILABLE"
@@ -547,3 +551,213 @@ def test_request_retry_copies_run_through_the_worker(endpoint: str) -> None:
     assert (
         LocalTask.objects.filter(task="tests.tasks.record_failure", status="succeeded").count() == 1
     )
+
+
+# Retry limits: Cloud Tasks stops only when every limit that is set is reached.
+
+
+def test_both_retry_limits_must_be_reached_before_giving_up(scripted: ScriptedServer) -> None:
+    limits = {"max_attempts": 2, "max_retry_duration": 3600, "min_backoff": 1, "max_backoff": 1}
+    with override_settings(
+        CLOUDTASK={
+            "BACKEND": conf.LOCAL_BACKEND,
+            "URL": scripted.url,
+            "QUEUES": {"default": limits},
+        }
+    ):
+        scripted.answers = [(500, {})] * 10
+        clock = FakeClock()
+        handle = tasks.noop().delay()
+        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        worker = Worker(clock=clock)
+        for _ in range(5):
+            drain(worker)
+            clock.advance(10)
+        # max_attempts is reached after two attempts, but the hour is not over: each retry
+        # is a real attempt.
+        task = row(handle.name)
+        assert len(scripted.requests) == 5
+        assert (task.status, task.dispatch_count, task.response_count) == ("queued", 5, 5)
+        assert (task.last_response_status, task.last_response) == (500, "ok")
+        assert worker.summary.dispatched == worker.summary.retried == 5
+        clock.advance(3600)
+        drain(worker)
+    task = row(handle.name)
+    assert len(scripted.requests) == 6
+    assert (task.status, task.dispatch_count, task.last_response_status) == ("failed", 6, 500)
+    assert (worker.summary.dispatched, worker.summary.failed) == (6, 1)
+
+
+@pytest.mark.parametrize(
+    ("seconds_later", "requests", "status", "dispatch_count"),
+    [
+        (21, 1, "succeeded", 2),  # the lost attempt was the last allowed one, the hour was not
+        (3700, 0, "failed", 1),  # both limits reached: no further attempt
+    ],
+)
+def test_lease_running_out_with_both_retry_limits(
+    scripted: ScriptedServer, seconds_later: float, requests: int, status: str, dispatch_count: int
+) -> None:
+    limits = {"max_attempts": 1, "max_retry_duration": 3600}
+    with override_settings(
+        CLOUDTASK={
+            "BACKEND": conf.LOCAL_BACKEND,
+            "URL": scripted.url,
+            "QUEUES": {"default": limits},
+        }
+    ):
+        handle = tasks.noop.using(timeout=15)().delay()
+        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        local.claim("default", 10, T0)  # a worker that then dies; its lease ends at T0 + 20 s
+        worker = Worker(clock=FakeClock(T0 + timedelta(seconds=seconds_later)))
+        drain(worker)
+    task = row(handle.name)
+    assert len(scripted.requests) == requests
+    assert (task.status, task.dispatch_count) == (status, dispatch_count)
+    assert worker.summary.dispatched == requests
+
+
+# The dispatch deadline, Retry-After, and database errors while recording.
+
+
+def test_dispatch_deadline_is_the_http_timeout(scripted: ScriptedServer) -> None:
+    scripted.delay = 1.5
+    handle = tasks.noop().delay()
+    # Cloud Tasks' 15 s floor would make this test slow, so the stored deadline is shortened.
+    LocalTask.objects.filter(name=handle.name).update(
+        schedule_time=T0, dispatch_deadline=timedelta(seconds=0.3)
+    )
+    worker = Worker(clock=FakeClock())
+    started = time.monotonic()
+    drain(worker)
+    elapsed = time.monotonic() - started
+    task = row(handle.name)
+    assert len(scripted.requests) == 1  # delivered, but the answer would come too late
+    assert (task.status, task.dispatch_count, task.response_count) == ("queued", 1, 0)
+    assert (task.retry_reason, task.last_response_status) == ("DEADLINE_EXCEEDED", None)
+    assert task.schedule_time == T0 + timedelta(seconds=0.1)  # the queue's min_backoff
+    assert 0.3 <= elapsed < 1.2
+    assert worker.summary.retried == 1
+
+
+def retry_after_value(value: str | float) -> str:
+    """Return ``value``, or for a number of seconds from now, that time as an HTTP-date."""
+    from email.utils import format_datetime
+
+    if isinstance(value, str):
+        return value
+    return format_datetime(datetime.now(timezone.utc) + timedelta(seconds=value), usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "delay"),
+    [
+        (503, "30", 30),
+        (503, 120, 120),  # the HTTP-date form, two minutes from now
+        (503, "86400", 3600),  # capped at an hour, so a bad header cannot park the queue
+        (429, 2 * 86400, 3600),
+        (503, -60, 0.1),  # a date in the past: the queue's backoff
+        (503, "soon", 0.1),  # not a Retry-After value: ignored
+        (500, "30", 0.1),  # only 429 and 503 are answered with Retry-After
+    ],
+)
+def test_retry_after_forms_and_cap(
+    scripted: ScriptedServer, status: int, retry_after: str | float, delay: float
+) -> None:
+    header = retry_after_value(retry_after)
+    scripted.answers = [(status, {"Retry-After": header})]
+    clock = FakeClock()
+    handle = tasks.noop().delay()
+    LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+    drain(Worker(clock=clock))
+    waited = (row(handle.name).schedule_time - T0).total_seconds()
+    if isinstance(retry_after, str) or delay != 120:
+        assert waited == delay
+    else:  # an HTTP-date has whole seconds, and was read a moment after it was written
+        assert 118 < waited <= 120
+    held_until = LocalQueue.objects.get(name="default").held_until
+    if delay > 1:
+        assert held_until == row(handle.name).schedule_time
+        # The whole queue waits, in every worker: a task due now does not go out.
+        other = tasks.noop().delay()
+        LocalTask.objects.filter(name=other.name).update(schedule_time=T0)
+        clock.advance(waited - 0.001)
+        assert Worker(clock=clock).run_once() == 0
+        clock.advance(0.001)
+        drain(Worker(clock=clock))
+        assert row(other.name).status == "succeeded"
+    else:
+        assert held_until is None
+
+
+def test_database_error_while_recording_is_retried(
+    scripted: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    scripted.delay = 0.2
+    handle = tasks.noop().delay()
+    worker = Worker()
+    assert worker.run_once() == 1
+    table = LocalTask._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f'ALTER TABLE "{table}" RENAME TO "{table}_away"')
+    try:
+        assert worker.wait(5) == 0  # answered, but the answer could not be stored
+        assert worker.in_flight == 1
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'ALTER TABLE "{table}_away" RENAME TO "{table}"')
+    assert "worker status=db_error during=record" in caplog.text
+    worker.finish_in_flight()
+    worker.close()
+    task = row(handle.name)
+    assert (task.status, task.dispatch_count, task.last_response_status) == ("succeeded", 1, 200)
+    assert task.lease_token == ""
+    assert len(scripted.requests) == 1
+    assert (worker.summary.dispatched, worker.summary.succeeded) == (1, 1)
+
+
+# The queue's limits are the queue's, not one worker's.
+
+
+def test_concurrency_limit_counts_other_workers_deliveries(scripted: ScriptedServer) -> None:
+    with override_settings(
+        CLOUDTASK={
+            "BACKEND": conf.LOCAL_BACKEND,
+            "URL": scripted.url,
+            "QUEUES": {"default": {"max_concurrent_dispatches": 3}},
+        }
+    ):
+        for _ in range(6):
+            tasks.noop().delay()
+        LocalTask.objects.update(schedule_time=T0)
+        assert len(local.claim("default", 2, T0)) == 2  # another worker's, leases held
+        worker = Worker(clock=FakeClock(), concurrency=10)
+        assert worker.run_once() == 1
+        assert worker.run_once() == 0
+        worker.finish_in_flight()
+        worker.close()
+
+
+def test_rate_limit_is_shared_by_workers(scripted: ScriptedServer) -> None:
+    with override_settings(
+        CLOUDTASK={
+            "BACKEND": conf.LOCAL_BACKEND,
+            "URL": scripted.url,
+            "QUEUES": {"default": {"max_dispatches_per_second": 2}},
+        }
+    ):
+        for _ in range(6):
+            tasks.noop().delay()
+        LocalTask.objects.update(schedule_time=T0)
+        clock = FakeClock()
+        first, second = Worker(clock=clock), Worker(clock=clock)
+        started = [first.run_once(), second.run_once()]
+        clock.advance(0.5)
+        started += [second.run_once(), first.run_once()]
+        clock.advance(0.5)
+        started += [first.run_once(), second.run_once()]
+        for worker in (first, second):
+            worker.finish_in_flight()
+            worker.close()
+    # One bucket for the queue: a burst of two, then one every half second.
+    assert started == [2, 0, 1, 0, 1, 0]

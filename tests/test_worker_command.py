@@ -100,7 +100,11 @@ def test_queue_option_limits_what_is_delivered(endpoint: str) -> None:
     [
         (["--concurrency", "0"], "argument --concurrency: invalid _positive_int value: '0'"),
         (["--poll-interval", "-1"], "argument --poll-interval: invalid _positive_float value"),
-        (["--queue", "bad name"], "The queue name 'bad name' in CLOUDTASK['QUEUES']"),
+        (
+            ["--queue", "bad name"],
+            "The --queue option must be a Cloud Tasks queue id (letters, digits and hyphens, "
+            "1 to 100 characters), not 'bad name'.",
+        ),
     ],
 )
 def test_bad_options_are_refused(args: list[str], message: str) -> None:

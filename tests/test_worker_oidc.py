@@ -17,7 +17,7 @@ from cloudtask import conf, oidc
 from cloudtask.models import LocalTask
 from cloudtask.worker import Worker
 from tests import tasks
-from tests.test_worker import drain, static_url  # noqa: F401  (fixture)
+from tests.test_worker import T0, FakeClock, drain, static_url  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -144,3 +144,75 @@ def test_development_token_refused_with_the_cloud_tasks_backend(
         assert post() == 403
     assert "no certificate has kid 'cloudtask-development-" in caplog.text
     assert len(tasks.calls) == 1
+
+
+# Tokens only where Cloud Tasks would add one, for the same service account and audience.
+
+OTHER = "other@example-project.iam.gserviceaccount.com"
+
+
+def deliver_at_t0() -> None:
+    LocalTask.objects.update(schedule_time=T0)
+    drain(Worker(clock=FakeClock()))  # one attempt: the retry's time never comes
+
+
+@pytest.mark.parametrize("name", ["without_token", "with_oauth_token", "on_app_engine"])
+def test_tasks_cloud_tasks_sends_without_an_oidc_token_get_none(
+    oidc_endpoint: str, name: str
+) -> None:
+    handle = getattr(tasks, name)().delay()
+    deliver_at_t0()
+    stored = LocalTask.objects.get(name=handle.name)
+    assert stored.oidc_token is None
+    # Refused, as Cloud Tasks' own request would be: development shows the production bug.
+    assert (stored.status, stored.last_response_status) == ("queued", 403)
+    assert json.loads(stored.last_response)["detail"] == "invalid or missing OIDC token"
+    assert tasks.calls == []
+
+
+def test_without_sae_no_token_is_sent(
+    static_url: None,  # noqa: F811
+    live_server: Any,
+    google_certs: str,
+) -> None:
+    url = live_server.url + "/_tasks/"
+    oidc_settings = {"CERTS_URL": google_certs, "SERVICE_ACCOUNTS": [SAE]}
+    settings = {"BACKEND": conf.LOCAL_BACKEND, "URL": url, "OIDC": oidc_settings}
+    with override_settings(CLOUDTASK=settings):
+        handle = tasks.record_request().delay()
+        deliver_at_t0()
+    stored = LocalTask.objects.get(name=handle.name)
+    assert stored.oidc_token is None
+    assert stored.last_response_status == 403
+    assert json.loads(stored.last_response)["detail"] == "invalid or missing OIDC token"
+
+
+def test_token_is_for_sae_even_when_another_account_is_allowed_first(oidc_endpoint: str) -> None:
+    settings = {**conf.user_settings()}
+    settings["OIDC"] = {**settings["OIDC"], "SERVICE_ACCOUNTS": [OTHER, SAE]}
+    with override_settings(CLOUDTASK=settings):
+        tasks.record_request().delay()
+        deliver_at_t0()
+    [(_, request)] = tasks.calls
+    token = claims(request.http_request.META["HTTP_AUTHORIZATION"].removeprefix("Bearer "))
+    assert (token["email"], request.oidc_email) == (SAE, SAE)
+
+
+@pytest.mark.parametrize(("audience", "status"), [(None, 403), ("endpoint", 200)])
+def test_token_audience_is_the_task_url_unless_set(
+    oidc_endpoint: str, audience: str | None, status: int
+) -> None:
+    settings = {**conf.user_settings()}
+    if audience:
+        settings["OIDC"] = {**settings["OIDC"], "AUDIENCE": oidc_endpoint}
+    with override_settings(CLOUDTASK=settings):
+        call = tasks.record_request()
+        call.url = oidc_endpoint + "?via=call"  # the same endpoint, another URL
+        handle = call.delay()
+        deliver_at_t0()
+    stored = LocalTask.objects.get(name=handle.name)
+    expected = oidc_endpoint if audience else oidc_endpoint + "?via=call"
+    assert stored.oidc_token == {"service_account_email": SAE, "audience": expected}
+    # Without OIDC["AUDIENCE"], Cloud Tasks' token is for the task's URL, which is not the
+    # audience the endpoint checks: refused there, and so here.
+    assert stored.last_response_status == status

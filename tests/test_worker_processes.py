@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests import tasks
-from tests.test_worker import static_url  # noqa: F401  (fixture)
+from tests.test_worker import ScriptedServer, static_url  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -219,3 +219,60 @@ def test_two_workers_deliver_500_tasks_exactly_once(project: Project) -> None:
     assert all(c["succeeded"] > 0 for c in counts), counts
     assert all(w.returncode == 0 for w in workers)
     assert {r["status"] for r in project.show()} == {"succeeded"}
+
+
+@pytest.fixture
+def scripted_project(tmp_path: Path) -> Iterator[tuple[Project, ScriptedServer]]:
+    """Workers delivering to a scripted server that counts requests in flight."""
+    server = ScriptedServer()
+    yield Project(tmp_path / "limits.sqlite3", server.url), server
+    server.close()
+
+
+def run_two_workers(
+    project: Project, server: ScriptedServer, queue: dict[str, Any], n: int
+) -> None:
+    """Start two polling workers, push ``n`` noop tasks to a queue with ``queue``'s limits."""
+    settings = json.loads(project.env["TEST_CLOUDTASK"])
+    project.env["TEST_CLOUDTASK"] = json.dumps({**settings, "QUEUES": {"default": queue}})
+    project.push("noop", 0, {})  # creates the database
+    workers = [
+        project.start("worker", "--poll-interval", "0.05", "--concurrency", "8") for _ in range(2)
+    ]
+    try:
+        time.sleep(1.5)  # both are polling before the first task arrives
+        project.push("noop", n, {})
+        wait_for(lambda: len(server.requests) >= n, 60, f"{n} deliveries")
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        outputs = [worker.communicate(timeout=30)[0] for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    assert all(w.returncode == 0 for w in workers), outputs
+    assert sum(summary(output)["succeeded"] for output in outputs) == n
+    assert len(server.requests) == n
+
+
+def test_two_workers_share_the_queue_concurrency_limit(
+    scripted_project: tuple[Project, ScriptedServer],
+) -> None:
+    project, server = scripted_project
+    server.delay = 0.3
+    run_two_workers(project, server, {"max_concurrent_dispatches": 2}, 16)
+    # Each worker alone would allow two at once, four together.
+    assert server.max_active == 2
+
+
+def test_two_workers_share_the_queue_rate_limit(
+    scripted_project: tuple[Project, ScriptedServer],
+) -> None:
+    project, server = scripted_project
+    run_two_workers(project, server, {"max_dispatches_per_second": 4}, 12)
+    times = sorted(request["at"] for request in server.requests)
+    offsets = [at - times[0] for at in times]
+    # One bucket for the queue: four at once, then one every quarter second, so the twelfth
+    # goes out about 2 s after the first. A bucket per worker would send eight at once.
+    assert sum(offset < 0.2 for offset in offsets) <= 4
+    assert offsets[-1] >= 1.6

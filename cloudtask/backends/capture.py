@@ -10,9 +10,10 @@ from urllib.parse import urlsplit
 
 from django.test import Client
 
-from .. import conf, oidc
+from .. import devkey
 from ..exceptions import TaskAlreadyExists
 from ..request import cloud_tasks_headers
+from ..targets import oidc_token
 from ..task import TaskHandle
 from .base import InProcessBackend, TaskMessage
 from .immediate import generated_task_id
@@ -48,6 +49,8 @@ class CapturedTask:
     http_request: CapturedHttpRequest
     named: bool = False
     done: bool = field(default=False, repr=False)
+    #: The OIDC token Cloud Tasks would add (service_account_email, audience), or None.
+    oidc_token: dict[str, str] | None = None
 
     @property
     def path(self) -> str:
@@ -65,10 +68,9 @@ class CapturedTask:
             # Cloud Tasks connects to the URL's host; ALLOWED_HOSTS must accept it, as there.
             "Host": urlsplit(self.url).netloc,
         }
-        if conf.oidc_required():
-            # Cloud Tasks would add a Google-signed token; a development token stands in.
-            token = oidc.development_token(oidc.settings().audience, "")
-            headers["Authorization"] = f"Bearer {token}"
+        # Where Cloud Tasks would add a Google-signed token, a development token stands in,
+        # for the same service account and audience; where it would add none, none is sent.
+        headers.update(devkey.authorization(self.oidc_token))
         content_type = headers.pop("Content-Type")
         self.done = True
         response: TestResponse = client.generic(
@@ -130,6 +132,7 @@ class CaptureBackend(InProcessBackend):
                     url=message.url,
                     call_id=message.call_id,
                     named=message.name is not None,
+                    oidc_token=oidc_token(message.task, message.url),
                     http_request=CapturedHttpRequest(
                         method=message.method,
                         url=message.url,

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from .. import conf, queues
 from ..exceptions import ConfigurationError, PayloadTooLarge
 from ..queues import QueueConfig
-from ..targets import DEFAULT_OAUTH_SCOPE
+from ..targets import DEFAULT_OAUTH_SCOPE, oidc_token
 
 if TYPE_CHECKING:
     from .base import TaskMessage
@@ -71,9 +71,9 @@ def _http_request(message: TaskMessage) -> dict[str, Any]:
     }
     auth = message.task.auth
     sae = conf.get("SAE")
-    if auth == "oidc" and sae:
-        audience = conf.oidc_options().get("AUDIENCE") or message.url
-        request["oidc_token"] = {"service_account_email": sae, "audience": audience}
+    token = oidc_token(message.task, message.url)
+    if token is not None:
+        request["oidc_token"] = token
     elif auth == "oauth":
         if not sae:
             raise ConfigurationError(

@@ -22,12 +22,15 @@ from django.utils import timezone
 
 from .. import conf
 from ..exceptions import QueueDeletedRecently, TaskAlreadyExists
+from ..targets import oidc_token
 from ..task import TaskHandle
 from .base import BaseBackend, TaskMessage, endpoint_path
 from .immediate import generated_task_id
+from .local_limits import lock_queue, save_bucket, within_limits
 
 if TYPE_CHECKING:
     from ..models import LocalQueue, LocalTask
+    from ..queues import QueueConfig
     from .management import QueueManager
 
 #: Where ``runserver`` listens unless told otherwise.
@@ -85,6 +88,8 @@ class LocalBackend(BaseBackend):
                     dispatch_deadline=message.timeout or DEFAULT_DEADLINE,
                     created_at=now,
                     schedule_time=message.eta or now,
+                    # Decided now, as Cloud Tasks stores the token's settings with the task.
+                    oidc_token=oidc_token(message.task, message.url),
                 )
         except IntegrityError:
             raise TaskAlreadyExists(name, message.queue) from None
@@ -150,6 +155,19 @@ class Claimed:
     previous_response: int | None
     retry_reason: str
     first_attempt_at: datetime
+    #: The OIDC token Cloud Tasks would add (see ``cloudtask.targets.oidc_token``), or None.
+    oidc_token: dict[str, str] | None = None
+    #: Claimed after another worker's lease ran out: that worker's attempt counts.
+    reclaimed: bool = False
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What one claim took from a queue."""
+
+    claimed: list[Claimed]
+    #: The queue's rate limit held back tasks that were due: tokens come back within 1/rate s.
+    throttled: bool = False
 
 
 def due(now: datetime) -> Q:
@@ -200,23 +218,43 @@ def due_queues(now: datetime, queues: Iterable[str] | None = None) -> list[str]:
 
 def claim(queue: str, limit: int, now: datetime, forced_only: bool = False) -> list[Claimed]:
     """Lease up to ``limit`` due tasks of ``queue`` (only forced ones if it is paused)."""
+    return lease(queue, limit, now, forced_only=forced_only).claimed
+
+
+def lease(
+    queue: str,
+    limit: int,
+    now: datetime,
+    *,
+    config: QueueConfig | None = None,
+    forced_only: bool = False,
+) -> Lease:
+    """Lease up to ``limit`` due tasks of ``queue``; with ``config``, within its limits.
+
+    The limits are the queue's, shared by every worker (see :mod:`.local_limits`).
+    """
     from ..models import LocalTask
 
     token = uuid.uuid4().hex
     candidates = LocalTask.objects.filter(due(now), queue=queue).order_by("schedule_time", "id")
     if forced_only:
         candidates = candidates.filter(forced=True)
-    if connection.features.has_select_for_update_skip_locked:
-        # Rows another worker is claiming are skipped instead of waited for.
-        with transaction.atomic():
-            locked = candidates.select_for_update(skip_locked=True)
-            ids = list(locked.values_list("id", flat=True)[:limit])
-            _lease(ids, token, now)
-    else:
-        # SQLite: no transaction around the SELECT, which would deadlock two writers.
-        _lease(list(candidates.values_list("id", flat=True)[:limit]), token, now)
-    rows = LocalTask.objects.filter(lease_token=token).order_by("schedule_time", "id")
-    return [_claimed(row, token) for row in rows]
+    with transaction.atomic():
+        lock_queue(queue)
+        bucket, allowed, rate_bound = within_limits(queue, limit, now, config)
+        if connection.features.has_select_for_update_skip_locked:
+            # Rows locked by a worker recording its answers are skipped, not waited for.
+            candidates = candidates.select_for_update(skip_locked=True)
+        found = list(candidates.values_list("id", "status")[:allowed]) if allowed > 0 else []
+        _lease([pk for pk, _ in found], token, now)
+        rows = list(LocalTask.objects.filter(lease_token=token).order_by("schedule_time", "id"))
+        if bucket is not None:
+            bucket.take(len(rows))
+            save_bucket(queue, bucket)
+    reclaimed = {pk for pk, status in found if status == "running"}
+    claimed = [_claimed(row, token, reclaimed=row.pk in reclaimed) for row in rows]
+    # Held back by the rate, with more due: the next token comes within 1/rate seconds.
+    return Lease(claimed, throttled=rate_bound and len(found) >= allowed)
 
 
 def _lease(ids: list[int], token: str, now: datetime) -> None:
@@ -240,7 +278,7 @@ def _lease(ids: list[int], token: str, now: datetime) -> None:
     )
 
 
-def _claimed(row: LocalTask, token: str) -> Claimed:
+def _claimed(row: LocalTask, token: str, *, reclaimed: bool = False) -> Claimed:
     return Claimed(
         id=row.pk,
         token=token,
@@ -259,6 +297,8 @@ def _claimed(row: LocalTask, token: str) -> Claimed:
         previous_response=row.last_response_status if row.dispatch_count > 1 else None,
         retry_reason=row.retry_reason,
         first_attempt_at=row.first_attempt_at or row.last_attempt_at or timezone.now(),
+        oidc_token=row.oidc_token,
+        reclaimed=reclaimed,
     )
 
 

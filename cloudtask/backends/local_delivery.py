@@ -19,7 +19,7 @@ from http.client import (
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .. import conf
+from .. import devkey
 from ..request import cloud_tasks_headers
 from .local import Claimed
 
@@ -33,13 +33,7 @@ EXCERPT_CHARS = 500
 #: The longest Retry-After honoured, so a bad header cannot park a queue for good.
 MAX_RETRY_AFTER = timedelta(hours=1)
 
-#: How long one development OIDC token is reused.
-TOKEN_REUSE = 300.0
-
 _local = threading.local()
-_tokens: dict[str, tuple[str, float]] = {}
-_token_lock = threading.Lock()
-conf.on_change(_tokens.clear)
 
 
 @dataclass(frozen=True)
@@ -124,27 +118,10 @@ def request_headers(claimed: Claimed) -> dict[str, str]:
             retry_reason=claimed.retry_reason if retry else None,
         ),
     }
-    headers.update(_oidc_header())
+    # The token Cloud Tasks would add, decided at push time as Cloud Tasks does, signed
+    # with the development key (trusted only while LocalBackend is configured).
+    headers.update(devkey.authorization(claimed.oidc_token))
     return headers
-
-
-def _oidc_header() -> dict[str, str]:
-    """Return a development-key OIDC token when the endpoint requires OIDC tokens."""
-    if not conf.oidc_required():
-        return {}
-    # Imported here: the OIDC module loads google-auth, which nothing else here needs.
-    from .. import oidc
-
-    # Like Cloud Tasks, the token is for the configured audience and the first allowed
-    # service account; the endpoint trusts this key only while LocalBackend is configured.
-    audience = oidc.settings().audience
-    with _token_lock:
-        token, renew_at = _tokens.get(audience, ("", 0.0))
-        if time.monotonic() >= renew_at:
-            # Reused for a few minutes (tokens live an hour): signing costs more than a POST.
-            token = oidc.development_token(audience, "")
-            _tokens[audience] = (token, time.monotonic() + TOKEN_REUSE)
-    return {"Authorization": f"Bearer {token}"}
 
 
 def dispatch(claimed: Claimed) -> Answer:

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import queues
+from ... import conf, queues
 from ...backends.local import awaiting_retry
 from ...exceptions import ConfigurationError
 from ...worker import Worker
@@ -64,8 +64,8 @@ class Command(BaseCommand):
         try:
             queues.configured()
             for name in options["queues"] or ():
-                queues.parse(name, {})
-        except ConfigurationError as exc:
+                conf.check_queue_name(name, "The --queue option")
+        except (ConfigurationError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         verbosity = options["verbosity"]
         worker = Worker(

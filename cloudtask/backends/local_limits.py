@@ -1,0 +1,71 @@
+"""The limits of a local queue, shared by every worker through the queue's database row.
+
+Cloud Tasks applies ``max_dispatches_per_second``, ``max_concurrent_dispatches`` and the
+Retry-After of a 429/503 answer to the queue, not to one dispatcher. So do we: the token
+bucket and the hold live on the ``LocalQueue`` row, the concurrency limit counts the queue's
+running tasks whose lease holds, and claims of one queue are serialized on that row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from django.db.models import F, Q
+
+from ..queues import TokenBucket
+
+if TYPE_CHECKING:
+    from ..queues import QueueConfig
+
+
+def lock_queue(queue: str) -> None:
+    """Serialize the claims of ``queue`` on its row until the transaction ends."""
+    from ..models import LocalQueue
+
+    # A write first: it takes SQLite's write lock before anything is read (two workers that
+    # read first would deadlock upgrading to writers); other databases lock the row.
+    rows = LocalQueue.objects.filter(name=queue)
+    if not rows.update(tokens_at=F("tokens_at")):
+        LocalQueue.objects.get_or_create(name=queue)
+        rows.update(tokens_at=F("tokens_at"))
+
+
+def within_limits(
+    queue: str, limit: int, now: datetime, config: QueueConfig | None
+) -> tuple[TokenBucket | None, int, bool]:
+    """Return the queue's token bucket, how many may start now, and whether the rate binds."""
+    from ..models import LocalQueue, LocalTask
+
+    if config is None:
+        return None, limit, False
+    tokens, tokens_at, held_until = LocalQueue.objects.values_list(
+        "tokens", "tokens_at", "held_until"
+    ).get(name=queue)
+    if held_until is not None and held_until > now:
+        return None, 0, False  # a 429/503 Retry-After holds the whole queue
+    stamp = now.timestamp()
+    # A clock behind the last claim's (another worker's, or a test's) refills nothing.
+    bucket = TokenBucket(config.max_dispatches_per_second, stamp)
+    if tokens is not None and tokens_at is not None:
+        bucket.tokens, bucket.updated = min(tokens, bucket.capacity), min(tokens_at, stamp)
+    available = bucket.available(stamp)
+    running = LocalTask.objects.filter(queue=queue, status="running", lease_expires__gte=now)
+    room = min(limit, config.max_concurrent_dispatches - running.count())
+    return bucket, min(room, available), available < room
+
+
+def save_bucket(queue: str, bucket: TokenBucket) -> None:
+    """Store the token bucket of ``queue`` after a claim spent some of it."""
+    from ..models import LocalQueue
+
+    LocalQueue.objects.filter(name=queue).update(tokens=bucket.tokens, tokens_at=bucket.updated)
+
+
+def hold(queue: str, until: datetime) -> None:
+    """Start no task of ``queue`` before ``until`` (a 429/503 answer's Retry-After)."""
+    from ..models import LocalQueue
+
+    LocalQueue.objects.filter(name=queue).filter(
+        Q(held_until__isnull=True) | Q(held_until__lt=until)
+    ).update(held_until=until)
