@@ -6,7 +6,7 @@
 | cloudtask.E002 | BACKEND cannot be imported or is not a backend |
 | cloudtask.E003 | the Cloud Tasks backend without PROJECT |
 | cloudtask.E004 | the Cloud Tasks backend without LOCATION |
-| cloudtask.E005 | the Cloud Tasks backend without URL |
+| cloudtask.E005 | the Cloud Tasks backend without URL (unless every task targets App Engine) |
 | cloudtask.E006 | URL is not an absolute http(s) URL |
 | cloudtask.E007 | SECRET / SECRET_FALLBACKS / ACCEPT_DERIVED_KEY invalid, or no key to sign with |
 | cloudtask.E008 | QUEUE is not a valid queue id |
@@ -130,8 +130,16 @@ def _check_backend() -> list[CheckMessage]:
             id=check_id,
         )
         for key, check_id in required
-        if not conf.get(key)
+        if not conf.get(key) and not (key == "URL" and _only_app_engine_tasks())
     ]
+
+
+def _only_app_engine_tasks() -> bool:
+    """Return whether every registered task targets App Engine, which needs no URL."""
+    from .registry import registry
+
+    definitions = [registry.get(name) for name in registry]
+    return bool(definitions) and all(task.app_engine is not None for task in definitions)
 
 
 _REQUIRED_HINTS = {

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from cloudtask import conf
+from cloudtask import conf, registry, task
 from cloudtask.checks import check_deploy, check_settings
 
 CT = conf.CLOUD_TASKS_BACKEND
@@ -110,6 +110,20 @@ def test_check_command_fails_on_errors() -> None:
         call_command("check", stdout=StringIO(), stderr=StringIO())
     assert "cloudtask.E004" in str(excinfo.value)
     assert "cloudtask.E005" in str(excinfo.value)
+
+
+def on_app_engine_only(request: Any) -> None:
+    """Registered only inside the test below."""
+
+
+def test_url_is_not_required_when_every_task_targets_app_engine() -> None:
+    settings = {"BACKEND": CT, "PROJECT": "p", "LOCATION": "l"}
+    with override_settings(CLOUDTASK=settings), registry.isolated():
+        assert "cloudtask.E005" in ids(check_settings())  # tests.tasks has HTTP tasks
+        for name in list(registry):
+            registry.unregister(name)
+        task(app_engine={"service": "worker"}, relative_uri="/_tasks/")(on_app_engine_only)
+        assert "cloudtask.E005" not in ids(check_settings())
 
 
 @pytest.mark.django_db
