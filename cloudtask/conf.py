@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -178,13 +179,20 @@ def oidc_options() -> Mapping[str, Any]:
     return value
 
 
+@cache
 def oidc_required() -> bool:
-    """Return whether task requests need an OIDC token on top of the HMAC signature."""
+    """Return whether task requests need an OIDC token on top of the HMAC signature.
+
+    Asked on every request, so kept until a setting changes (``on_change``).
+    """
     options = get("OIDC")
     if isinstance(options, Mapping) and "REQUIRED" in options:
         # Only an explicit False turns it off: a malformed value fails closed.
         return options["REQUIRED"] is not False
     return bool(get("SAE")) or options is not None
+
+
+on_change(oidc_required.cache_clear)
 
 
 def check_queue_name(value: Any, what: str) -> str:

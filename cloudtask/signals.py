@@ -30,9 +30,15 @@ task_retrying = Signal()
 task_failed = Signal()
 
 
+def active(signal: Signal) -> bool:
+    """Return whether ``signal`` has receivers at all (cheap: call before building arguments)."""
+    return bool(signal.receivers)
+
+
 def send(signal: Signal, task: Any, **kwargs: Any) -> None:
     """Send ``signal``; log, rather than raise, what a receiver raises."""
-    if not signal.has_listeners(task):
+    # Most projects connect nothing: skip Django's per-sender receiver lookup then.
+    if not signal.receivers or not signal.has_listeners(task):
         return
     for receiver, response in signal.send_robust(task, task=task, **kwargs):
         if isinstance(response, Exception):
