@@ -75,8 +75,7 @@ def encode(
 
 
 def _split_arguments(arguments_json: str) -> tuple[str, str]:
-    decoder = json.JSONDecoder()
-    _, end = decoder.raw_decode(arguments_json, 1)
+    _, end = _decoder.raw_decode(arguments_json, 1)
     return arguments_json[1:end], arguments_json[end + 1 : -1]
 
 
