@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from cloudtask import conf, signing
+from cloudtask import TaskHandle, conf, signing
 from cloudtask.backends import local
 from cloudtask.models import LocalQueue, LocalTask
 from cloudtask.worker import Worker
@@ -121,6 +121,20 @@ def row(name: str) -> LocalTask:
     return LocalTask.objects.get(name=name)
 
 
+def queue_settings(scripted: ScriptedServer, queues: dict[str, Any]) -> override_settings:
+    """Deliver to ``scripted`` with ``CLOUDTASK["QUEUES"] = queues``."""
+    return override_settings(
+        CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": scripted.url, "QUEUES": queues}
+    )
+
+
+def due_now(call: Any) -> TaskHandle:
+    """Push ``call`` and make it due at T0 (the fake clock's start)."""
+    handle = call.delay()
+    LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+    return handle
+
+
 def test_delivers_through_the_real_endpoint(endpoint: str) -> None:
     handle = tasks.add(a=2, b=3).delay()
     lines: list[str] = []
@@ -164,8 +178,7 @@ def test_first_attempt_headers(scripted: ScriptedServer) -> None:
 def test_retry_headers_count_5xx_in_retries_but_not_executions(scripted: ScriptedServer) -> None:
     scripted.answers = [(500, {}), (404, {}), (200, {})]
     clock = FakeClock()
-    handle = tasks.noop().delay()
-    LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+    handle = due_now(tasks.noop())
     worker = Worker(clock=clock)
     for _ in range(3):
         drain(worker)
@@ -194,8 +207,7 @@ def test_retry_headers_count_5xx_in_retries_but_not_executions(scripted: Scripte
 
 def test_flaky_task_sees_its_retry_count_through_the_endpoint(endpoint: str) -> None:
     clock = FakeClock()
-    handle = tasks.flaky(failures=2).delay()
-    LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+    handle = due_now(tasks.flaky(failures=2))
     worker = Worker(clock=clock)
     for _ in range(3):
         drain(worker)
@@ -212,17 +224,12 @@ def test_flaky_task_sees_its_retry_count_through_the_endpoint(endpoint: str) -> 
     }
 )
 def test_backoff_follows_the_queue_config(scripted: ScriptedServer) -> None:
-    with override_settings(
-        CLOUDTASK={
-            "BACKEND": conf.LOCAL_BACKEND,
-            "URL": scripted.url,
-            "QUEUES": {"default": {"min_backoff": 10, "max_backoff": 300, "max_doublings": 3}},
-        }
+    with queue_settings(
+        scripted, {"default": {"min_backoff": 10, "max_backoff": 300, "max_doublings": 3}}
     ):
         scripted.answers = [(503, {})] * 8
         clock = FakeClock()
-        handle = tasks.noop().delay()
-        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        handle = due_now(tasks.noop())
         worker = Worker(clock=clock)
         delays = []
         for _ in range(8):
@@ -256,17 +263,10 @@ def test_retry_after_on_429_delays_task_and_queue(scripted: ScriptedServer) -> N
 
 
 def test_exhausted_attempts_are_kept_as_failed(scripted: ScriptedServer) -> None:
-    with override_settings(
-        CLOUDTASK={
-            "BACKEND": conf.LOCAL_BACKEND,
-            "URL": scripted.url,
-            "QUEUES": {"default": {"max_attempts": 3, "min_backoff": 1}},
-        }
-    ):
+    with queue_settings(scripted, {"default": {"max_attempts": 3, "min_backoff": 1}}):
         scripted.answers = [(500, {})] * 5
         clock = FakeClock()
-        handle = tasks.noop().delay()
-        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        handle = due_now(tasks.noop())
         worker = Worker(clock=clock)
         for _ in range(5):
             drain(worker)
@@ -280,13 +280,7 @@ def test_exhausted_attempts_are_kept_as_failed(scripted: ScriptedServer) -> None
 
 
 def test_rate_limit_per_queue(scripted: ScriptedServer) -> None:
-    with override_settings(
-        CLOUDTASK={
-            "BACKEND": conf.LOCAL_BACKEND,
-            "URL": scripted.url,
-            "QUEUES": {"default": {"max_dispatches_per_second": 2}},
-        }
-    ):
+    with queue_settings(scripted, {"default": {"max_dispatches_per_second": 2}}):
         for _n in range(10):
             tasks.noop().delay()
         LocalTask.objects.update(schedule_time=T0)
@@ -303,13 +297,7 @@ def test_rate_limit_per_queue(scripted: ScriptedServer) -> None:
 
 def test_concurrency_limit_per_queue(scripted: ScriptedServer) -> None:
     scripted.delay = 0.2
-    with override_settings(
-        CLOUDTASK={
-            "BACKEND": conf.LOCAL_BACKEND,
-            "URL": scripted.url,
-            "QUEUES": {"default": {"max_concurrent_dispatches": 3}},
-        }
-    ):
+    with queue_settings(scripted, {"default": {"max_concurrent_dispatches": 3}}):
         for _ in range(9):
             tasks.noop().delay()
         worker = Worker(concurrency=20)
@@ -386,8 +374,7 @@ def test_unreachable_endpoint_is_retried_with_reason(db: None) -> None:
     with override_settings(
         CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": "http://127.0.0.1:9/_tasks/"}
     ):
-        handle = tasks.noop().delay()
-        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        handle = due_now(tasks.noop())
         # A fixed clock: the retry, 0.1 s later, must not become due while draining.
         drain(Worker(clock=FakeClock()))
     task = row(handle.name)
@@ -409,13 +396,7 @@ def test_request_stop_finishes_in_flight_then_stops(scripted: ScriptedServer) ->
 
 
 def test_rate_limit_in_real_time(scripted: ScriptedServer) -> None:
-    with override_settings(
-        CLOUDTASK={
-            "BACKEND": conf.LOCAL_BACKEND,
-            "URL": scripted.url,
-            "QUEUES": {"default": {"max_dispatches_per_second": 4}},
-        }
-    ):
+    with queue_settings(scripted, {"default": {"max_dispatches_per_second": 4}}):
         for _ in range(8):
             tasks.noop().delay()
         started = time.monotonic()
@@ -465,15 +446,8 @@ def test_a_kept_alive_connection_closed_by_the_server_is_reopened(db: None) -> N
 
 
 def test_lease_running_out_on_the_last_attempt_fails_the_task(scripted: ScriptedServer) -> None:
-    with override_settings(
-        CLOUDTASK={
-            "BACKEND": conf.LOCAL_BACKEND,
-            "URL": scripted.url,
-            "QUEUES": {"default": {"max_attempts": 1}},
-        }
-    ):
-        handle = tasks.noop.using(timeout=15)().delay()
-        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+    with queue_settings(scripted, {"default": {"max_attempts": 1}}):
+        handle = due_now(tasks.noop.using(timeout=15)())
         [claimed] = local.claim("default", 10, T0)  # a worker that then dies
         assert claimed.dispatch_count == 1
         clock = FakeClock(T0 + timedelta(seconds=20))  # deadline 15 s + 5 s grace
@@ -514,8 +488,7 @@ def test_scheduled_task_waits_for_its_eta(scripted: ScriptedServer) -> None:
 def test_max_retries_gives_up_and_the_worker_keeps_it_as_failed(endpoint: str) -> None:
     clock = FakeClock()
     with override_settings(CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": endpoint}):
-        handle = tasks.fails_twice_allowed(n=1).delay()
-        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        handle = due_now(tasks.fails_twice_allowed(n=1))
         worker = Worker(clock=clock)
         for _ in range(5):
             drain(worker)
@@ -538,8 +511,7 @@ def test_max_retries_gives_up_and_the_worker_keeps_it_as_failed(endpoint: str) -
 def test_request_retry_copies_run_through_the_worker(endpoint: str) -> None:
     clock = FakeClock()
     with override_settings(CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": endpoint}):
-        handle = tasks.retries_itself(countdown=30).delay()
-        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        due_now(tasks.retries_itself(countdown=30))
         worker = Worker(clock=clock)
         for _ in range(6):
             LocalTask.objects.filter(status="queued").update(schedule_time=T0)
@@ -558,17 +530,10 @@ def test_request_retry_copies_run_through_the_worker(endpoint: str) -> None:
 
 def test_both_retry_limits_must_be_reached_before_giving_up(scripted: ScriptedServer) -> None:
     limits = {"max_attempts": 2, "max_retry_duration": 3600, "min_backoff": 1, "max_backoff": 1}
-    with override_settings(
-        CLOUDTASK={
-            "BACKEND": conf.LOCAL_BACKEND,
-            "URL": scripted.url,
-            "QUEUES": {"default": limits},
-        }
-    ):
+    with queue_settings(scripted, {"default": limits}):
         scripted.answers = [(500, {})] * 10
         clock = FakeClock()
-        handle = tasks.noop().delay()
-        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+        handle = due_now(tasks.noop())
         worker = Worker(clock=clock)
         for _ in range(5):
             drain(worker)
@@ -599,15 +564,8 @@ def test_lease_running_out_with_both_retry_limits(
     scripted: ScriptedServer, seconds_later: float, requests: int, status: str, dispatch_count: int
 ) -> None:
     limits = {"max_attempts": 1, "max_retry_duration": 3600}
-    with override_settings(
-        CLOUDTASK={
-            "BACKEND": conf.LOCAL_BACKEND,
-            "URL": scripted.url,
-            "QUEUES": {"default": limits},
-        }
-    ):
-        handle = tasks.noop.using(timeout=15)().delay()
-        LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+    with queue_settings(scripted, {"default": limits}):
+        handle = due_now(tasks.noop.using(timeout=15)())
         local.claim("default", 10, T0)  # a worker that then dies; its lease ends at T0 + 20 s
         worker = Worker(clock=FakeClock(T0 + timedelta(seconds=seconds_later)))
         drain(worker)
@@ -667,8 +625,7 @@ def test_retry_after_forms_and_cap(
     header = retry_after_value(retry_after)
     scripted.answers = [(status, {"Retry-After": header})]
     clock = FakeClock()
-    handle = tasks.noop().delay()
-    LocalTask.objects.filter(name=handle.name).update(schedule_time=T0)
+    handle = due_now(tasks.noop())
     drain(Worker(clock=clock))
     waited = (row(handle.name).schedule_time - T0).total_seconds()
     if isinstance(retry_after, str) or delay != 120:
@@ -720,13 +677,7 @@ def test_database_error_while_recording_is_retried(
 
 
 def test_concurrency_limit_counts_other_workers_deliveries(scripted: ScriptedServer) -> None:
-    with override_settings(
-        CLOUDTASK={
-            "BACKEND": conf.LOCAL_BACKEND,
-            "URL": scripted.url,
-            "QUEUES": {"default": {"max_concurrent_dispatches": 3}},
-        }
-    ):
+    with queue_settings(scripted, {"default": {"max_concurrent_dispatches": 3}}):
         for _ in range(6):
             tasks.noop().delay()
         LocalTask.objects.update(schedule_time=T0)
@@ -739,13 +690,7 @@ def test_concurrency_limit_counts_other_workers_deliveries(scripted: ScriptedSer
 
 
 def test_rate_limit_is_shared_by_workers(scripted: ScriptedServer) -> None:
-    with override_settings(
-        CLOUDTASK={
-            "BACKEND": conf.LOCAL_BACKEND,
-            "URL": scripted.url,
-            "QUEUES": {"default": {"max_dispatches_per_second": 2}},
-        }
-    ):
+    with queue_settings(scripted, {"default": {"max_dispatches_per_second": 2}}):
         for _ in range(6):
             tasks.noop().delay()
         LocalTask.objects.update(schedule_time=T0)
