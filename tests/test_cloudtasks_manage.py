@@ -288,6 +288,16 @@ def test_a_missing_task_in_an_existing_queue_is_task_not_found(emulator: Emulato
     assert [method for method, _ in emulator.servicer.requests] == ["RunTask", "GetQueue"]
 
 
+def test_a_missing_task_stays_task_not_found_when_the_queue_cannot_be_read(
+    emulator: Emulator,
+) -> None:
+    # An account with roles/cloudtasks.taskRunner only may not GetQueue: the RunTask's own
+    # NOT_FOUND is reported, not the lookup's PERMISSION_DENIED.
+    emulator.servicer.fail_next("GetQueue", grpc.StatusCode.PERMISSION_DENIED, "denied")
+    with pytest.raises(TaskNotFound):
+        cloudtask.run_task("emails", "gone")
+
+
 def test_a_recently_deleted_queue_is_not_found(emulator: Emulator) -> None:
     # Calls on a queue deleted lately answer FAILED_PRECONDITION saying so.
     emulator.servicer.fail_next(

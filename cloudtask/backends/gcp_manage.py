@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import (
+    CloudTaskError,
     InvalidQueueConfig,
     ManagementError,
     QueueAlreadyExists,
@@ -219,6 +220,10 @@ class CloudTasksManager(QueueManager):
             self.get_queue(queue)
         except QueueNotFound:
             return False
+        except CloudTaskError:
+            # Not allowed to read the queue (a taskRunner-only account) or no answer: the
+            # task call's own NOT_FOUND is the best answer, not this lookup's error.
+            return True
         return True
 
     def _queue_rpc(self, rpc: str, name: str) -> QueueInfo:
