@@ -1,7 +1,6 @@
 """Run Django functions asynchronously on Google Cloud Tasks."""
 
 from . import signals
-from .batch import push_many
 from .control import (
     Attempt,
     QueueChange,
@@ -40,16 +39,18 @@ from .exceptions import (
     QueueDeletedRecently,
     QueueNotFound,
     Reject,
+    ResultNotFound,
     Retry,
     TaskAlreadyExists,
     TaskDefinitionError,
     TaskNotFound,
     UnknownTask,
 )
+from .push import TaskHandle, push_many
 from .registry import Registry, registry
 from .request import CloudTaskRequest
-from .results import ResultNotFound, get_result
-from .task import Task, TaskCall, TaskHandle, task
+from .results import get_result
+from .task import Task, TaskCall, task
 
 __all__ = [
     # Defining and pushing tasks

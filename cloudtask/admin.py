@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
-from .backends import local
+from .backends.local import store
 from .models import LocalQueue, LocalTask, TaskResult
 
 if TYPE_CHECKING:
@@ -52,17 +52,17 @@ class LocalTaskAdmin(TaskAdminBase):
 
     @admin.action(description="Run selected tasks now")
     def run_now(self, request: HttpRequest, queryset: QuerySet[LocalTask]) -> None:
-        count = local.run_now(_ids(queryset))
+        count = store.run_now(_ids(queryset))
         self.message_user(request, f"{count} queued task(s) made due now.", fail_silently=True)
 
     @admin.action(description="Retry selected failed tasks")
     def retry(self, request: HttpRequest, queryset: QuerySet[LocalTask]) -> None:
-        count = local.retry(_ids(queryset))
+        count = store.retry(_ids(queryset))
         self.message_user(request, f"{count} failed task(s) queued again.", fail_silently=True)
 
     @admin.action(description="Delete selected tasks (their names stay taken a while)")
     def delete_tasks(self, request: HttpRequest, queryset: QuerySet[LocalTask]) -> None:
-        count = local.delete_tasks(_ids(queryset))
+        count = store.delete_tasks(_ids(queryset))
         self.message_user(
             request, f"{count} task(s) deleted.", messages.WARNING, fail_silently=True
         )
@@ -85,18 +85,18 @@ class LocalQueueAdmin(QueueAdminBase):
     @admin.action(description="Pause selected queues")
     def pause(self, request: HttpRequest, queryset: QuerySet[LocalQueue]) -> None:
         for name in queryset.values_list("name", flat=True):
-            local.pause(name)
+            store.pause(name)
         self.message_user(request, "Queue(s) paused.", fail_silently=True)
 
     @admin.action(description="Resume selected queues")
     def resume(self, request: HttpRequest, queryset: QuerySet[LocalQueue]) -> None:
         for name in queryset.values_list("name", flat=True):
-            local.pause(name, paused=False)
+            store.pause(name, paused=False)
         self.message_user(request, "Queue(s) resumed.", fail_silently=True)
 
     @admin.action(description="Purge selected queues (delete their waiting tasks)")
     def purge(self, request: HttpRequest, queryset: QuerySet[LocalQueue]) -> None:
-        count = sum(local.purge(name) for name in queryset.values_list("name", flat=True))
+        count = sum(store.purge(name) for name in queryset.values_list("name", flat=True))
         self.message_user(request, f"{count} task(s) purged.", messages.WARNING, fail_silently=True)
 
 

@@ -1,12 +1,16 @@
 """System checks for the CLOUDTASK setting; ids are stable and documented in the README.
 
+The configured backend reports its own settings from its ``check()`` method (E003-E005 come
+from the Cloud Tasks backend), and ``development`` decides W003, so a subclass of a backend
+is checked like its parent.
+
 | id | problem |
 |----|---------|
 | cloudtask.E001 | CLOUDTASK is not a dict |
 | cloudtask.E002 | BACKEND cannot be imported or is not a backend |
-| cloudtask.E003 | the Cloud Tasks backend without PROJECT |
-| cloudtask.E004 | the Cloud Tasks backend without LOCATION |
-| cloudtask.E005 | the Cloud Tasks backend without URL (unless every task targets App Engine) |
+| cloudtask.E003 | the Cloud Tasks backend (or a subclass) without PROJECT |
+| cloudtask.E004 | the Cloud Tasks backend (or a subclass) without LOCATION |
+| cloudtask.E005 | the Cloud Tasks backend (or a subclass) without URL (unless every task targets App Engine) |
 | cloudtask.E006 | URL is not an absolute http(s) URL |
 | cloudtask.E007 | SECRET / SECRET_FALLBACKS / ACCEPT_DERIVED_KEY invalid, or no key to sign with |
 | cloudtask.E008 | QUEUE is not a valid queue id |
@@ -30,7 +34,7 @@
 | cloudtask.E035 | LOCAL_QUEUE_REUSE_WINDOW is not a duration of zero or more |
 | cloudtask.W001 | unknown key in CLOUDTASK (a typo?) |
 | cloudtask.W002 | (deploy) SECRET shorter than 32 characters |
-| cloudtask.W003 | (deploy) a development backend with DEBUG = False |
+| cloudtask.W003 | (deploy) a development backend (``development = True``) with DEBUG = False |
 | cloudtask.W020 | (deploy) OIDC required but the audience is not an https URL |
 | cloudtask.W021 | (deploy) OIDC required but CERTS_URL is not an https URL |
 | cloudtask.W022 | (deploy) OIDC REQUIRED is False while SAE is set: tokens go unchecked |
@@ -46,13 +50,16 @@ from urllib.parse import urlsplit
 from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from . import conf, oidc, queues, signing
+from . import conf, queues, signing
+from .backends.base import endpoint_path
+from .backends.cloudtasks.client import check_emulator_host
+from .backends.loading import load_backend
 from .exceptions import ConfigurationError
+from .oidc import push_token, read_setting
+from .registry import registry
 
 if TYPE_CHECKING:
     from .task import Task
-
-DEVELOPMENT_BACKENDS = {conf.LOCAL_BACKEND, conf.IMMEDIATE_BACKEND}
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -109,49 +116,14 @@ def _check_value(
 
 
 def _check_backend() -> list[CheckMessage]:
-    from .backends import load_backend
-
-    path = conf.backend_path()
     try:
-        load_backend(path)
+        backend = load_backend(conf.backend_path())
     except ConfigurationError as exc:
         return [Error(str(exc), id="cloudtask.E002")]
-    if path != conf.CLOUD_TASKS_BACKEND:
-        return []
-    required = [
-        ("PROJECT", "cloudtask.E003"),
-        ("LOCATION", "cloudtask.E004"),
-        ("URL", "cloudtask.E005"),
-    ]
-    return [
-        Error(
-            f"CLOUDTASK['{key}'] is required by the Cloud Tasks backend.",
-            hint=_REQUIRED_HINTS[key],
-            id=check_id,
-        )
-        for key, check_id in required
-        if not conf.get(key) and not (key == "URL" and _only_app_engine_tasks())
-    ]
-
-
-def _only_app_engine_tasks() -> bool:
-    """Return whether every registered task targets App Engine, which needs no URL."""
-    from .registry import registry
-
-    definitions = [registry.get(name) for name in registry]
-    return bool(definitions) and all(task.app_engine is not None for task in definitions)
-
-
-_REQUIRED_HINTS = {
-    "PROJECT": "Set it to your Google Cloud project id, e.g. 'my-project'.",
-    "LOCATION": "Set it to the queue's region, e.g. 'europe-west6'.",
-    "URL": "Set it to the task endpoint's absolute URL, e.g. 'https://app.example.com/_tasks/'.",
-}
+    return backend.check()
 
 
 def _check_emulator_host() -> list[CheckMessage]:
-    from .backends.gcp_client import check_emulator_host
-
     host = conf.get("EMULATOR_HOST")
     try:
         if host is not None:
@@ -162,8 +134,6 @@ def _check_emulator_host() -> list[CheckMessage]:
 
 
 def _check_urlconf() -> list[CheckMessage]:
-    from .backends.base import endpoint_path
-
     if conf.get("URL"):
         # Pushes go to URL, which may be another service's endpoint: this one needs no route.
         return []
@@ -179,7 +149,7 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     try:
         secret = conf.get("SECRET")
-        path = conf.backend_path()
+        backend = load_backend(conf.backend_path())
     except ConfigurationError:
         return []  # reported by check_settings
     if isinstance(secret, str) and len(secret) < 32:
@@ -190,10 +160,10 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="cloudtask.W002",
             )
         )
-    if path in DEVELOPMENT_BACKENDS and not django_settings.DEBUG:
+    if backend.development and not django_settings.DEBUG:
         messages.append(
             Warning(
-                f"CLOUDTASK['BACKEND'] is {path.rsplit('.', 1)[-1]}, a development backend, "
+                f"CLOUDTASK['BACKEND'] is {type(backend).__name__}, a development backend, "
                 "while DEBUG is False.",
                 hint=f"Use {conf.CLOUD_TASKS_BACKEND!r} (set PROJECT, LOCATION and URL).",
                 id="cloudtask.W003",
@@ -247,7 +217,7 @@ def check_oidc(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 
 def _check_oidc_key(key: str, check_id: str, hint: str | None = None) -> list[CheckMessage]:
     try:
-        oidc.read_setting(key)
+        read_setting(key)
     except (TypeError, ValueError, ConfigurationError) as exc:
         return [Error(str(exc), hint=hint, id=check_id)]
     return []
@@ -257,8 +227,8 @@ def check_oidc_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
     """Flag OIDC choices that do not belong in production when ``check --deploy`` runs."""
     try:
         required = conf.oidc_required()
-        audience = oidc.read_setting("AUDIENCE") if required else ""
-        certs_url = oidc.read_setting("CERTS_URL")
+        audience = read_setting("AUDIENCE") if required else ""
+        certs_url = read_setting("CERTS_URL")
     except (TypeError, ValueError, ConfigurationError):
         return []  # reported by check_settings / check_oidc
     messages: list[CheckMessage] = []
@@ -294,15 +264,12 @@ def check_oidc_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
 
 def check_task_tokens(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Warn about tasks that Cloud Tasks would send to this endpoint without an OIDC token."""
-    from .registry import registry
-    from .targets import oidc_token
-
     try:
         if not conf.oidc_required():
             return []
         # No per-task url: the task goes to this project's endpoint, which needs the token.
         ours = [task for task in map(registry.get, registry) if task.url is None]
-        tokenless = [task for task in ours if oidc_token(task, "") is None]
+        tokenless = [task for task in ours if push_token(task, "") is None]
     except ConfigurationError:
         return []  # reported by check_settings / check_oidc
     hint = (

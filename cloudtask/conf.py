@@ -159,6 +159,8 @@ def check_dedup_window(value: Any, what: str) -> timedelta:
     return window
 
 
+#: The OAuth scope of the Cloud Tasks client, and of ``auth="oauth"`` tokens by default.
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 #: The ``iss`` values Google puts in the ID tokens it mints.
 GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
 #: Google's OIDC signing certificates, as ``{kid: PEM certificate}``.

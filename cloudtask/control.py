@@ -26,11 +26,11 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from . import conf, queues
-from .backends import get_backend
+from .backends.loading import get_backend
 from .backends.management import VIEWS, Attempt, QueueInfo, QueueManager, TaskInfo, View
 from .exceptions import InvalidQueueConfig, TaskNotFound
-from .naming import check_task_id
 from .queues import QueueConfig
+from .task_ids import check_task_id
 
 __all__ = [
     "Attempt",

@@ -18,6 +18,9 @@ from typing import Any
 from .exceptions import MalformedEnvelope
 
 VERSION = 1
+#: The endpoint's answer names its outcome ("success", "failed", "retrying", "error") in this
+#: header, as in the body's "status": a 2xx with "failed" is a call that failed for good.
+OUTCOME_HEADER = "X-CloudTask-Outcome"
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _decoder = json.JSONDecoder()
 
@@ -26,7 +29,8 @@ _decoder = json.JSONDecoder()
 class Envelope:
     """A decoded task body (treat it as read-only)."""
 
-    task: str
+    #: The registry name of the task (``"task"`` on the wire).
+    task_name: str
     id: str
     args: list[Any]
     kwargs: dict[str, Any]
@@ -103,7 +107,7 @@ def decode(body: bytes) -> Envelope:
         raise MalformedEnvelope("'kwargs' must be an object")
     # args and kwargs are optional, so the number of keys does not tell whether extras exist.
     extra = {k: v for k, v in data.items() if k not in _FIELDS}
-    return Envelope(task=task, id=call_id, args=args, kwargs=kwargs, extra=extra)
+    return Envelope(task_name=task, id=call_id, args=args, kwargs=kwargs, extra=extra)
 
 
 _FIELDS = frozenset({"v", "task", "id", "args", "kwargs"})

@@ -24,8 +24,8 @@ class DuplicateTaskName(ConfigurationError):
     """Two different functions were registered under the same task name."""
 
 
-class TaskNotRegistered(CloudTaskError, LookupError):
-    """No task is registered under the given name."""
+class ResultNotFound(CloudTaskError, LookupError):
+    """No result row exists for the call id."""
 
 
 class Reject(CloudTaskError):

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from . import conf, envelope, failures, oidc, queues, signals, signing
+from . import conf, envelope, failures, options, queues, signals, signing
 from .exceptions import ArgumentsDoNotBind, ConfigurationError, InvalidRequest, InvalidToken, Retry
+from .oidc import verify_request
+from .push import push
 from .registry import registry
 from .request import CloudTaskRequest, meta_key
 
@@ -28,16 +30,32 @@ logger = logging.getLogger("cloudtask")
 
 @dataclass(slots=True)  # not frozen: its __init__ costs twice as much, on every delivery
 class Outcome:
-    """The result of one delivery: the HTTP status and JSON body to answer with."""
+    """The result of one delivery: the HTTP status and JSON body to answer with.
+
+    ``outcome`` is the body's ``status`` word ("success", "failed", "retrying", "error"),
+    sent as the ``X-CloudTask-Outcome`` header too, so a client need not parse the body.
+    """
 
     status: int
     content: bytes
+    outcome: str
     result: Any = None
     exception: BaseException | None = None
 
 
 def _answer(status: int, body: dict[str, Any], exception: BaseException | None = None) -> Outcome:
-    return Outcome(status=status, content=envelope.dumps(body).encode(), exception=exception)
+    content = envelope.dumps(body).encode()
+    return Outcome(status=status, content=content, outcome=body["status"], exception=exception)
+
+
+def misconfigured(exc: ConfigurationError) -> Outcome:
+    """Log a setting that stops deliveries and answer 503, which Cloud Tasks retries.
+
+    Cloud Tasks retries a 503 with extra backoff until the setting is fixed; the reason goes
+    to the log only.
+    """
+    logger.error("task=- id=- status=misconfigured reason=%s", exc)
+    return _answer(503, {"status": "error", "error": "misconfigured"})
 
 
 def refuse(error: InvalidRequest, *, task: str = "-", call_id: str = "-") -> Outcome:
@@ -65,17 +83,16 @@ def deliver(
         signing.verify(path, body, meta.get(signing.SIGNATURE_META_KEY))
         oidc_email = _verify_oidc(meta) if http_request is not None else None
         data = envelope.decode(body)
-        task = registry.get(data.task)
+        task = registry.get(data.task_name)
         try:
             task.check_received(data.args, data.kwargs)
         except TypeError as exc:
-            raise ArgumentsDoNotBind(f"arguments do not fit {data.task}(): {exc}") from None
+            raise ArgumentsDoNotBind(f"arguments do not fit {data.task_name}(): {exc}") from None
     except InvalidRequest as exc:
         # Once the signed body is decoded, the log line can say which call was refused.
-        return refuse(exc) if data is None else refuse(exc, task=data.task, call_id=data.id)
+        return refuse(exc) if data is None else refuse(exc, task=data.task_name, call_id=data.id)
     except ConfigurationError as exc:
-        logger.error("task=- id=- status=misconfigured reason=%s", exc)
-        return _answer(503, {"status": "error", "error": "misconfigured"})
+        return misconfigured(exc)
     request = CloudTaskRequest.from_meta(
         meta,
         http_request,
@@ -90,7 +107,7 @@ def deliver(
 
 def _verify_oidc(meta: Mapping[str, str]) -> str | None:
     # Only requests that arrive over HTTP carry a token: ImmediateBackend delivers in-process.
-    return oidc.verify_request(meta) if conf.oidc_required() else None
+    return verify_request(meta) if conf.oidc_required() else None
 
 
 def _earlier_retries(data: Envelope) -> int:
@@ -189,7 +206,8 @@ class Execution:
                 result=result,
                 duration_ms=self.elapsed_ms(),
             )
-        return Outcome(200, _success_body(self.task.name, self.data.id, result), result=result)
+        body = _success_body(self.task.name, self.data.id, result)
+        return Outcome(200, body, "success", result=result)
 
     def failed(self, exc: Exception) -> Outcome:
         """Answer 500 so Cloud Tasks retries, or 200 when the call has failed for good."""
@@ -227,29 +245,20 @@ class Execution:
 
     def push_copy(self, countdown: timedelta) -> None:
         """Push this call again, unnamed, keeping its id, its route and counting the retry."""
-        from .backends import get_backend
-        from .task import schedule_time
-
-        backend = get_backend()
-        call = self.copy_of_call()
-        message = backend.build_message(
-            call,
-            eta=schedule_time(at=None, countdown=countdown),
-            name=None,
+        push(
+            self.copy_of_call(),
+            eta=options.schedule_time(at=None, countdown=countdown),
             call_id=self.data.id,
-            extra={"retries": self.request.retries + 1},
+            retries=self.request.retries + 1,
         )
-        backend.push(message)
 
     def copy_of_call(self) -> TaskCall[Any]:
         """Rebuild the call as it was pushed: the route in its envelope, this delivery's headers."""
-        from .task import ROUTE_OPTIONS
-
         route = self.data.extra.get("route")
         if not isinstance(route, dict):  # pushed without a route: the registered task's own
             return self.task(*self.data.args, **self.data.kwargs)
-        options = {key: route[key] for key in ROUTE_OPTIONS if key in route}
-        task = self.task.using(**options) if options else self.task
+        changes = {key: route[key] for key in options.ROUTE_OPTIONS if key in route}
+        task = self.task.using(**changes) if changes else self.task
         call = task(*self.data.args, **self.data.kwargs)
         if "url" in route:
             call.url = route["url"]
@@ -304,7 +313,7 @@ class Execution:
         try:
             if isinstance(handler, str):
                 handler = registry.get(handler)
-                failures.check_failure_handler(handler)
+                options.check_failure_handler(handler)
             handler(
                 task=self.task.name,
                 id=self.data.id,

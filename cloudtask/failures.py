@@ -1,4 +1,7 @@
-"""What a task failure means: retry, or fail for good (and tell ``on_failure``)."""
+"""What a task failure means at run time: retry, or fail for good (and tell ``on_failure``).
+
+The options these decisions read are checked at decoration, in :mod:`cloudtask.options`.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,12 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import Reject, Retry, TaskDefinitionError
+from .exceptions import Reject, Retry
 
 if TYPE_CHECKING:
     from .request import CloudTaskRequest
     from .task import Task
 
-#: The keyword arguments an ``on_failure`` task receives.
-FAILURE_ARGUMENTS = ("task", "id", "args", "kwargs", "error")
 TRACEBACK_LIMIT = 4000
 
 
@@ -56,44 +57,3 @@ def describe(exc: BaseException) -> dict[str, str]:
         "message": str(exc),
         "traceback": text[-TRACEBACK_LIMIT:],
     }
-
-
-def check_retry_options(task: Task[Any, Any]) -> None:
-    """Validate max_retries, retry_for and on_failure at decoration time."""
-    where = f"@task(...) of {task.name}"
-    if task.max_retries is not None and (
-        isinstance(task.max_retries, bool)
-        or not isinstance(task.max_retries, int)
-        or task.max_retries < 0
-    ):
-        raise TaskDefinitionError(f"{where}: max_retries must be a whole number >= 0 or None.")
-    retry_for = task.retry_for
-    if retry_for is not None:
-        retry_for = retry_for if isinstance(retry_for, tuple) else (retry_for,)
-        if not retry_for or not all(
-            isinstance(t, type) and issubclass(t, BaseException) for t in retry_for
-        ):
-            raise TaskDefinitionError(
-                f"{where}: retry_for must be an exception class or a tuple of them."
-            )
-        object.__setattr__(task, "retry_for", retry_for)
-    on_failure = task.on_failure
-    if on_failure is not None and not isinstance(on_failure, str):
-        from .task import Task
-
-        if not isinstance(on_failure, Task):
-            raise TaskDefinitionError(
-                f"{where}: on_failure must be a task (decorated with @task) or its registry name."
-            )
-        check_failure_handler(on_failure)
-
-
-def check_failure_handler(handler: Task[Any, Any]) -> None:
-    """Refuse an ``on_failure`` task that cannot take the failure's keyword arguments."""
-    try:
-        handler.check_received([], dict.fromkeys(FAILURE_ARGUMENTS))
-    except TypeError as exc:
-        raise TaskDefinitionError(
-            f"on_failure task {handler.name} must accept the keyword arguments "
-            f"{', '.join(FAILURE_ARGUMENTS)} ({exc})."
-        ) from None

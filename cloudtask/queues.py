@@ -14,7 +14,6 @@ A queue that is not listed gets Cloud Tasks' defaults. Durations are seconds or 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -71,26 +70,6 @@ class QueueConfig:
         )
         unlimited = self.max_attempts == -1 and self.max_retry_duration <= timedelta(0)
         return attempts_done and duration_done and not unlimited
-
-
-class TokenBucket:
-    """Cloud Tasks-style rate limit: ``rate`` tokens a second, a burst of one second's worth."""
-
-    def __init__(self, rate: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, min(rate, 100.0))
-        self.tokens = self.capacity
-        self.updated = now
-
-    def available(self, now: float) -> int:
-        """Return how many dispatches may start now."""
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        return math.floor(self.tokens + 1e-9)
-
-    def take(self, count: int) -> None:
-        """Spend ``count`` tokens."""
-        self.tokens -= count
 
 
 def _number(value: Any, what: str, kind: type) -> Any:

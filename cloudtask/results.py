@@ -13,14 +13,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import conf, envelope, failures, signals
-from .exceptions import CloudTaskError, ConfigurationError
+from .exceptions import ConfigurationError, ResultNotFound
 
 if TYPE_CHECKING:
     from .models import TaskResult
-
-
-class ResultNotFound(CloudTaskError, LookupError):
-    """No result row exists for the call id."""
 
 
 def enabled() -> bool:

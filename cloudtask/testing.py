@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .backends import override_backend
 from .backends.capture import CaptureBackend, CapturedHttpRequest, CapturedTask, CapturedTasks
+from .backends.loading import override_backend
 
 __all__ = ["CapturedHttpRequest", "CapturedTask", "CapturedTasks", "capture_tasks"]
 

@@ -37,7 +37,7 @@ def endpoint(request: HttpRequest) -> HttpResponse:
     try:
         outcome = _deliver(request)
     except ConfigurationError as exc:
-        outcome = _misconfigured(exc)
+        outcome = executor.misconfigured(exc)
     return _respond(outcome)
 
 
@@ -67,16 +67,9 @@ def _deliver(request: HttpRequest) -> executor.Outcome:
     return executor.deliver(path=request.path, body=body, meta=request.META, http_request=request)
 
 
-def _misconfigured(exc: ConfigurationError) -> executor.Outcome:
-    # The executor's answer to the same problem: a 503, which Cloud Tasks retries with extra
-    # backoff until the setting is fixed; the reason goes to the log only.
-    logger.error("task=- id=- status=misconfigured reason=%s", exc)
-    body = {"status": "error", "error": "misconfigured"}
-    return executor.Outcome(status=503, content=envelope.dumps(body).encode())
-
-
 def _respond(outcome: executor.Outcome) -> HttpResponse:
     response = HttpResponse(outcome.content, status=outcome.status, content_type="application/json")
+    response[envelope.OUTCOME_HEADER] = outcome.outcome
     # The executor already logged this delivery with its reason; Django need not log it again.
     response._has_been_logged = True  # type: ignore[attr-defined]
     return response

@@ -1,5 +1,4 @@
 from cloudtask.backends.base import InProcessBackend, TaskMessage
-from cloudtask.task import TaskHandle
 
 
 class RecordingBackend(InProcessBackend):
@@ -8,6 +7,6 @@ class RecordingBackend(InProcessBackend):
     def __init__(self) -> None:
         self.messages: list[TaskMessage] = []
 
-    def push(self, message: TaskMessage) -> TaskHandle:
+    def push(self, message: TaskMessage) -> str:
         self.messages.append(message)
-        return message.handle("recorded")
+        return "recorded"

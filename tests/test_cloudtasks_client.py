@@ -14,7 +14,7 @@ from django.db import transaction
 from django.test import override_settings
 
 from cloudtask import ConfigurationError, PushManyError, TaskAlreadyExists, push_many
-from cloudtask.backends import gcp_client
+from cloudtask.backends.cloudtasks import client as gcp_client
 from cloudtask.testing import capture_tasks
 from tests import tasks
 

@@ -27,7 +27,7 @@ from cloudtask import (
 )
 from cloudtask.backends import override_backend
 from cloudtask.backends.cloudtasks import CloudTasksBackend
-from cloudtask.naming import make_task_id
+from cloudtask.task_ids import make_task_id
 from tests import tasks
 from tests.emulator import (  # noqa: F401  (fixtures are found by their name)
     LOCATION_PATH,

@@ -30,7 +30,7 @@ from cloudtask import (
 )
 from cloudtask.backends import override_backend
 from cloudtask.backends.cloudtasks import CloudTasksBackend
-from cloudtask.backends.gcp_manage import queue_config, task_info
+from cloudtask.backends.cloudtasks.manager import queue_config, task_info
 from cloudtask.backends.management import REDACTED
 from tests import helpers, tasks
 from tests.emulator import (  # noqa: F401  (fixtures are found by their name)

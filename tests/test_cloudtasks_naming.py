@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from cloudtask import CloudTaskRequest, task
-from cloudtask.naming import (
+from cloudtask.registry import registry
+from cloudtask.task_ids import (
     TASK_ID_RE,
     arguments_task_id,
     check_task_id,
     make_task_id,
     task_id_for,
 )
-from cloudtask.registry import registry
 from cloudtask.testing import capture_tasks
 from tests import tasks
 

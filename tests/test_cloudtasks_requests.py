@@ -16,9 +16,9 @@ from django.test import override_settings
 from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from cloudtask import ConfigurationError, PayloadTooLarge, signing
-from cloudtask.naming import arguments_task_id, make_task_id
-from cloudtask.task import TaskCall, TaskHandle
+from cloudtask import ConfigurationError, PayloadTooLarge, TaskCall, TaskHandle, envelope, signing
+from cloudtask.message import route
+from cloudtask.task_ids import arguments_task_id, make_task_id
 from tests import tasks
 from tests.emulator import (  # noqa: F401  (fixtures are found by their name)
     UNREACHABLE_URL,
@@ -42,10 +42,17 @@ def pushed(emulator: Emulator, call: TaskCall[Any], **settings: Any) -> tuple[Ta
     return handle, request
 
 
+def signed_body(call: TaskCall[Any], handle: TaskHandle) -> bytes:
+    """Return the body the push carries: the envelope, with the call's route if it has one."""
+    delivery = route(call)
+    extra = {"route": delivery} if delivery else None
+    return envelope.encode(call.task.name, handle.call_id, call.arguments_json, extra)
+
+
 def http_task(
     call: TaskCall[Any], handle: TaskHandle, url: str = UNREACHABLE_URL, **fields: Any
 ) -> Any:
-    body = call.envelope_body(handle.call_id)
+    body = signed_body(call, handle)
     path = url.split("127.0.0.1:9", 1)[-1].split("?")[0]
     request_fields: dict[str, Any] = {
         "url": url,
@@ -138,7 +145,7 @@ def test_task_headers_are_sent_next_to_the_signature(emulator: Emulator) -> None
 def test_app_engine_target(emulator: Emulator) -> None:
     call = tasks.on_app_engine()
     handle, request = pushed(emulator, call, SAE=SAE)
-    body = call.envelope_body(handle.call_id)
+    body = signed_body(call, handle)
     assert request.task == tasks_v2.Task(
         app_engine_http_request=tasks_v2.AppEngineHttpRequest(
             http_method=tasks_v2.HttpMethod.POST,
@@ -156,7 +163,7 @@ def test_app_engine_target_needs_no_url(emulator: Emulator) -> None:
     # App Engine routes by service and version: no host is sent, so no URL is needed.
     call = tasks.on_app_engine()
     handle, request = pushed(emulator, call, URL=None)
-    body = call.envelope_body(handle.call_id)
+    body = signed_body(call, handle)
     http = request.task.app_engine_http_request
     assert http.relative_uri == "/_tasks/?via=gae"
     assert http.headers["X-CloudTask-Signature"] == signing.sign("/_tasks/", body)

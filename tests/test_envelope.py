@@ -28,7 +28,7 @@ def test_extra_keys_are_kept_whichever_fields_are_present(fields: dict[str, Any]
 
 def test_missing_args_and_kwargs_default_to_empty() -> None:
     data = envelope.decode(body())
-    assert (data.task, data.id, data.args, data.kwargs, data.extra) == (
+    assert (data.task_name, data.id, data.args, data.kwargs, data.extra) == (
         "tests.tasks.noop",
         "c1",
         [],

@@ -465,7 +465,7 @@ def test_a_refusal_after_decoding_logs_the_task_and_call_id(
         unbound = deliver("tests.tasks.add", {"c": 1})
         forged = post(body_for("tests.tasks.add"), signature="v1=" + "0" * 64)
     assert (missing.status_code, unbound.status_code, forged.status_code) == (404, 400, 403)
-    lines = [r.getMessage() for r in caplog.records]
+    lines = [r.getMessage() for r in caplog.records if r.name == "cloudtask"]
     assert lines[0].startswith("task=tests.tasks.no_such_task id=call-7 status=refused")
     assert "code=unknown-task" in lines[0]
     assert lines[1].startswith("task=tests.tasks.add id=call-7 status=refused code=bad-arguments")

@@ -13,8 +13,8 @@ from django.test import override_settings
 from freezegun import freeze_time
 
 from cloudtask import TaskAlreadyExists, conf, signing
-from cloudtask.backends import get_backend, local
-from cloudtask.backends.local import LocalBackend
+from cloudtask.backends.loading import get_backend
+from cloudtask.backends.local import LocalBackend, store
 from cloudtask.models import LocalQueue, LocalTask
 from tests import tasks
 
@@ -157,7 +157,7 @@ def test_prune_removes_finished_tasks_past_the_window_but_keeps_failed() -> None
         )
     tasks.noop().delay(name="recent")
     LocalTask.objects.filter(name="recent").update(status="succeeded", finished_at=now)
-    assert local.prune(now) == 2
+    assert store.prune(now) == 2
     assert sorted(LocalTask.objects.values_list("name", flat=True)) == ["failed", "recent"]
 
 
@@ -167,19 +167,19 @@ def test_queue_operations() -> None:
     LocalTask.objects.filter(name=b.name).update(status="failed", dispatch_count=5)
     e = tasks.send_email(to="x").delay()
 
-    assert local.run_now(Q(name=a.name)) == 1
+    assert store.run_now(Q(name=a.name)) == 1
     assert LocalTask.objects.get(name=a.name).schedule_time <= datetime.now(timezone.utc)
 
-    assert local.retry(Q(pk__in=LocalTask.objects.values("pk"))) == 1
+    assert store.retry(Q(pk__in=LocalTask.objects.values("pk"))) == 1
     retried = LocalTask.objects.get(name=b.name)
     assert (retried.status, retried.dispatch_count) == ("queued", 0)
 
-    local.pause("emails")
+    store.pause("emails")
     assert LocalQueue.objects.get(name="emails").paused
-    local.pause("emails", paused=False)
+    store.pause("emails", paused=False)
     assert not LocalQueue.objects.get(name="emails").paused
 
-    assert local.purge("default") == 2
+    assert store.purge("default") == 2
     assert LocalTask.objects.get(name=e.name).status == "queued"
-    assert local.delete_tasks(Q(name=e.name)) == 1
+    assert store.delete_tasks(Q(name=e.name)) == 1
     assert set(LocalTask.objects.values_list("status", flat=True)) == {"deleted"}

@@ -22,13 +22,13 @@ from freezegun import freeze_time
 
 import cloudtask
 from cloudtask import QueueDeletedRecently, TaskNotFound, conf
-from cloudtask.backends import local
-from cloudtask.backends.local_manage import HTTP_TO_CODE, LocalManager, status_code
+from cloudtask.backends.local import claims, store
+from cloudtask.backends.local.manager import HTTP_TO_CODE, LocalManager, status_code
+from cloudtask.backends.local.worker import Worker
 from cloudtask.backends.management import REDACTED
 from cloudtask.models import LocalQueue, LocalTask
 from cloudtask.queues import check_queues
 from cloudtask.signing import SIGNATURE_HEADER
-from cloudtask.worker import Worker
 from tests import tasks
 from tests.test_worker import T0, FakeClock, ScriptedServer, drain
 
@@ -170,7 +170,7 @@ def test_a_retry_after_run_task_waits_for_the_paused_queue(scripted: ScriptedSer
 def test_run_task_on_a_running_task_returns_it_unchanged() -> None:
     with override_settings(CLOUDTASK=local_settings()):
         name = push("jobs")
-        [claimed] = local.claim("jobs", 10, timezone.now())  # a worker mid-attempt
+        [claimed] = claims.lease("jobs", 10, timezone.now()).claimed  # a worker mid-attempt
         info = cloudtask.run_task("jobs", name)
     assert (info.state, info.dispatch_count, info.response_count) == ("running", 1, 0)
     assert info.last_attempt is not None
@@ -374,7 +374,7 @@ def test_the_worker_does_not_serve_a_deleted_queue() -> None:
         cloudtask.delete_queue("jobs")
         # A push that raced the deletion left a due task behind.
         LocalTask.objects.filter(name=name).update(status="queued", finished_at=None)
-        assert local.due_queues(timezone.now()) == ["other"]
+        assert claims.due_queues(timezone.now()) == ["other"]
 
 
 def test_manager_is_the_local_one() -> None:
@@ -408,5 +408,5 @@ def test_good_reuse_windows_pass_the_check() -> None:
     for value in (0, 3600, 0.5, timedelta(days=7)):
         with override_settings(CLOUDTASK=local_settings(LOCAL_QUEUE_REUSE_WINDOW=value)):
             assert check_queues() == []
-            assert local.reuse_window() == conf.to_timedelta(value, "window")
+            assert store.reuse_window() == conf.to_timedelta(value, "window")
     assert conf.DEFAULTS["LOCAL_QUEUE_REUSE_WINDOW"] == 7 * 24 * 3600

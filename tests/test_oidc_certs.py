@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.test import override_settings
 
-from cloudtask import certs
 from cloudtask.exceptions import CertificatesUnavailable
+from cloudtask.oidc import certs
 from tests.oidc_support import CertsServer, make_key
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from django.test import Client, override_settings
 
-from cloudtask import ConfigurationError, conf, devkey, oidc
+from cloudtask import ConfigurationError, conf, oidc
+from cloudtask.oidc import devkey, verify
 from cloudtask.testing import capture_tasks
 from tests import tasks
 from tests.oidc_support import AUDIENCE, SERVICE_ACCOUNT, CertsServer, make_key
@@ -86,8 +87,8 @@ def test_development_token_claims(server: CertsServer) -> None:
     with override_settings(CLOUDTASK=settings_for(conf.LOCAL_BACKEND, server)):
         token = oidc.development_token("http://127.0.0.1:8000/_tasks/", "")
         header, payload, _ = token.split(".")
-        claims = oidc._json_segment(payload, "payload")
-        assert oidc._json_segment(header, "header")["kid"] == devkey.key_id()
+        claims = verify._json_segment(payload, "payload")
+        assert verify._json_segment(header, "header")["kid"] == devkey.key_id()
     assert claims["aud"] == "http://127.0.0.1:8000/_tasks/"
     assert claims["email"] == SERVICE_ACCOUNT  # empty email: the first allowed account
     assert claims["iss"] == "https://accounts.google.com"

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from cloudtask import conf, devkey
+from cloudtask import conf
+from cloudtask.backends.local.worker import Worker
 from cloudtask.models import LocalTask
-from cloudtask.worker import Worker
+from cloudtask.oidc import devkey
 from tests import tasks
 from tests.oidc_support import SERVICE_ACCOUNT, CertsServer, make_key
 

@@ -15,9 +15,9 @@ from django.db import connection
 from django.test import override_settings
 
 from cloudtask import TaskHandle, conf, signing
-from cloudtask.backends import local
+from cloudtask.backends.local import claims, store
+from cloudtask.backends.local.worker import Worker
 from cloudtask.models import LocalQueue, LocalTask
-from cloudtask.worker import Worker
 from tests import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -324,12 +324,12 @@ def test_worker_concurrency_caps_all_queues(scripted: ScriptedServer) -> None:
 def test_paused_queue_is_not_delivered_until_resumed(scripted: ScriptedServer) -> None:
     tasks.noop().delay()
     email = tasks.send_email(to="x@example.com").delay()
-    local.pause("emails")
+    store.pause("emails")
     worker = Worker()
     drain(worker)
     assert len(scripted.requests) == 1
     assert row(email.name).status == "queued"
-    local.pause("emails", paused=False)
+    store.pause("emails", paused=False)
     drain(worker)
     assert len(scripted.requests) == 2
     assert row(email.name).status == "succeeded"
@@ -347,7 +347,7 @@ def test_purge_while_in_flight_drops_the_answer(scripted: ScriptedServer) -> Non
     handle = tasks.noop().delay()
     worker = Worker()
     assert worker.run_once() == 1
-    assert local.purge("default") == 1
+    assert store.purge("default") == 1
     worker.finish_in_flight()
     task = row(handle.name)
     assert task.status == "deleted"
@@ -448,7 +448,7 @@ def test_a_kept_alive_connection_closed_by_the_server_is_reopened(db: None) -> N
 def test_lease_running_out_on_the_last_attempt_fails_the_task(scripted: ScriptedServer) -> None:
     with queue_settings(scripted, {"default": {"max_attempts": 1}}):
         handle = due_now(tasks.noop.using(timeout=15)())
-        [claimed] = local.claim("default", 10, T0)  # a worker that then dies
+        [claimed] = claims.lease("default", 10, T0).claimed  # a worker that then dies
         assert claimed.dispatch_count == 1
         clock = FakeClock(T0 + timedelta(seconds=20))  # deadline 15 s + 5 s grace
         worker = Worker(clock=clock)
@@ -566,7 +566,7 @@ def test_lease_running_out_with_both_retry_limits(
     limits = {"max_attempts": 1, "max_retry_duration": 3600}
     with queue_settings(scripted, {"default": limits}):
         handle = due_now(tasks.noop.using(timeout=15)())
-        local.claim("default", 10, T0)  # a worker that then dies; its lease ends at T0 + 20 s
+        claims.lease("default", 10, T0)  # a worker that then dies; its lease ends at T0 + 20 s
         worker = Worker(clock=FakeClock(T0 + timedelta(seconds=seconds_later)))
         drain(worker)
     task = row(handle.name)
@@ -681,7 +681,7 @@ def test_concurrency_limit_counts_other_workers_deliveries(scripted: ScriptedSer
         for _ in range(6):
             tasks.noop().delay()
         LocalTask.objects.update(schedule_time=T0)
-        assert len(local.claim("default", 2, T0)) == 2  # another worker's, leases held
+        assert len(claims.lease("default", 2, T0).claimed) == 2  # another worker's, leases held
         worker = Worker(clock=FakeClock(), concurrency=10)
         assert worker.run_once() == 1
         assert worker.run_once() == 0

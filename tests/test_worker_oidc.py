@@ -14,8 +14,8 @@ import pytest
 from django.test import Client, override_settings
 
 from cloudtask import conf, oidc
+from cloudtask.backends.local.worker import Worker
 from cloudtask.models import LocalTask
-from cloudtask.worker import Worker
 from tests import tasks
 from tests.test_worker import T0, FakeClock, drain, static_url  # noqa: F401  (fixture)
 

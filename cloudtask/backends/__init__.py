@@ -1,70 +1,11 @@
-"""Loading the configured backend, in one place."""
+"""Backends move finished task messages; this package loads the configured one.
 
-from __future__ import annotations
+``base`` holds what every backend shares, ``loading`` finds the configured backend; each
+backend lives in its own module or package (``cloudtasks/``, ``local/``, ``immediate``,
+``capture``). Code imports from those modules: this module only re-exports for users.
+"""
 
-import threading
-from functools import cache
-
-from django.utils.module_loading import import_string
-
-from .. import conf
-from ..exceptions import ConfigurationError
 from .base import BaseBackend, TaskMessage
+from .loading import get_backend, load_backend, override_backend
 
 __all__ = ["BaseBackend", "TaskMessage", "get_backend", "load_backend", "override_backend"]
-
-_overrides: list[BaseBackend] = []
-_lock = threading.Lock()
-
-
-def load_backend(path: str) -> BaseBackend:
-    """Import and instantiate the backend at ``path``, explaining any failure."""
-    try:
-        backend_class = import_string(path)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"CLOUDTASK['BACKEND'] = {path!r} could not be imported ({exc}). Use one of "
-            f"{conf.CLOUD_TASKS_BACKEND!r}, {conf.LOCAL_BACKEND!r} or {conf.IMMEDIATE_BACKEND!r}."
-        ) from exc
-    if not (isinstance(backend_class, type) and issubclass(backend_class, BaseBackend)):
-        raise ConfigurationError(
-            f"CLOUDTASK['BACKEND'] = {path!r} is not a subclass of "
-            "cloudtask.backends.base.BaseBackend."
-        )
-    return backend_class()
-
-
-@cache
-def _configured() -> BaseBackend:
-    return load_backend(conf.backend_path())
-
-
-conf.on_change(_configured.cache_clear)
-
-
-def development_tokens_trusted() -> bool:
-    """Return True while an override that signs development OIDC tokens is active."""
-    return any(getattr(b, "trusts_development_tokens", False) for b in _overrides)
-
-
-def get_backend() -> BaseBackend:
-    """Return the backend pushes go to: an active override, else the configured one."""
-    if _overrides:
-        return _overrides[-1]
-    return _configured()
-
-
-class override_backend:
-    """Send every push in the block to ``backend`` (process-wide, so threads see it too)."""
-
-    def __init__(self, backend: BaseBackend) -> None:
-        self.backend = backend
-
-    def __enter__(self) -> BaseBackend:
-        with _lock:
-            _overrides.append(self.backend)
-        return self.backend
-
-    def __exit__(self, *exc_info: object) -> None:
-        with _lock:
-            _overrides.remove(self.backend)

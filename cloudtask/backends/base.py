@@ -1,21 +1,27 @@
-"""What every backend shares: the message it is handed and how that message is built."""
+"""What every backend shares: the finished message it is handed and what it declares.
+
+The push path (:mod:`cloudtask.push`) builds a :class:`TaskMessage` (envelope, signature,
+target) and hands it to :meth:`BaseBackend.push`, which moves it and returns the Cloud Tasks
+task id. A backend never builds or changes a message, and never imports the task layer.
+"""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import unquote, urljoin, urlsplit
+from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import unquote, urlsplit
 
 from django.urls import NoReverseMatch, get_script_prefix, get_urlconf, reverse
 
-from .. import conf, signing
-from ..exceptions import ConfigurationError, ManagementNotSupported, PayloadTooLarge
-from ..task import TaskHandle, new_call_id
+from .. import conf
+from ..exceptions import ConfigurationError, ManagementNotSupported
 
 if TYPE_CHECKING:
-    from ..task import Task, TaskCall
+    from django.core.checks import CheckMessage
+
     from .management import QueueManager
 
 
@@ -23,27 +29,31 @@ if TYPE_CHECKING:
 class TaskMessage:
     """A call turned into the exact HTTP request Cloud Tasks will make, plus its routing."""
 
-    task: Task[Any, Any]
+    #: The registry name of the task the body calls.
+    task_name: str
+    #: The id of the call; it stays the same across retries and ``request.retry()`` copies.
     call_id: str
     queue: str
-    name: str | None
+    #: The Cloud Tasks task id asked for, or None to let the backend choose one.
+    task_id: str | None
     eta: datetime | None
     url: str
     headers: dict[str, str]
     body: bytes
+    #: The dispatch deadline, or None for the queue's default.
     timeout: timedelta | None
     method: str = "POST"
+    #: The OIDC token Cloud Tasks adds (``service_account_email``, ``audience``), or None.
+    oidc_token: dict[str, str] | None = None
+    #: The OAuth token of ``auth="oauth"`` (``service_account_email``, ``scope``), or None.
+    oauth_token: dict[str, str] | None = None
+    #: App Engine routing (``service``, ``version``, ``instance``): an App Engine target.
+    app_engine: dict[str, str] | None = None
 
     @property
     def path(self) -> str:
         """The URL path the signature covers."""
         return signed_path(self.url)
-
-    def handle(self, name: str) -> TaskHandle:
-        """Return the handle for this message once the backend has named it."""
-        return TaskHandle(
-            name=name, queue=self.queue, eta=self.eta, task=self.task.name, call_id=self.call_id
-        )
 
 
 def signed_path(url: str) -> str:
@@ -71,13 +81,23 @@ def _endpoint_path(urlconf: str | None, prefix: str) -> str:
 conf.on_change(_endpoint_path.cache_clear)
 
 
-class BaseBackend:
-    """Moves signed task requests somewhere; subclasses implement :meth:`push`."""
+def generated_task_id() -> str:
+    """Return an id shaped like the ones Cloud Tasks assigns to unnamed tasks."""
+    return str(random.randrange(10**18, 10**19))
 
-    #: Whether the backend honours ``schedule()`` (rather than running at once).
-    supports_schedule: ClassVar[bool] = True
-    #: Whether a second push of the same task name is refused.
-    supports_named: ClassVar[bool] = True
+
+class BaseBackend:
+    """Moves finished task messages somewhere; subclasses implement :meth:`push`.
+
+    What a backend is, it declares here, and a subclass inherits: code never recognises a
+    backend by its dotted path.
+    """
+
+    #: For development only: ``check --deploy`` warns when it is configured with DEBUG off.
+    development: ClassVar[bool] = False
+    #: The endpoint accepts OIDC tokens signed by the development key while this backend is
+    #: configured or active as an override: its deliveries carry such tokens.
+    trusts_development_tokens: ClassVar[bool] = False
     #: Whether ``push_many`` may call :meth:`push` from several threads at once.
     supports_concurrent_push: ClassVar[bool] = False
 
@@ -95,61 +115,23 @@ class BaseBackend:
         except ConfigurationError:
             return ""
 
-    def build_message(
-        self,
-        call: TaskCall[Any],
-        *,
-        eta: datetime | None,
-        name: str | None,
-        call_id: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> TaskMessage:
-        """Encode, sign and route one call (``call_id``/``extra`` are kept across retries)."""
-        task = call.task
-        url = call.url or conf.get("URL")
-        if task.relative_uri is not None:
-            # App Engine routes by service and version, not by host: only the path is sent.
-            url = urljoin(url or self.app_engine_base(), task.relative_uri)
-        else:
-            url = url or self.default_url()
-        queue = task.queue or conf.get("QUEUE")
-        call_id = call_id or new_call_id()
-        body = call.envelope_body(call_id, extra)
-        limit = conf.get("MAX_BODY_SIZE")
-        if len(body) > limit:
-            raise PayloadTooLarge(len(body), limit)
-        headers = {
-            **call.headers,
-            "Content-Type": "application/json",
-            signing.SIGNATURE_HEADER: signing.sign(signed_path(url), body),
-        }
-        timeout = task.timeout
-        if timeout is None and conf.get("TIMEOUT") is not None:
-            timeout = conf.check_timeout(conf.get("TIMEOUT"), "CLOUDTASK['TIMEOUT']")
-        return TaskMessage(
-            task=task,
-            call_id=call_id,
-            queue=queue,
-            name=name,
-            eta=eta,
-            url=url,
-            headers=headers,
-            body=body,
-            timeout=timeout,
-            method=task.method,
-        )
-
-    def push(self, message: TaskMessage) -> TaskHandle:
-        """Deliver ``message`` to its queue and return the handle."""
+    def push(self, message: TaskMessage) -> str:
+        """Move ``message`` to its queue and return the Cloud Tasks task id it got."""
         raise NotImplementedError
 
     def manager(self) -> QueueManager:
         """Return what manages this backend's queues and tasks (see ``cloudtask.control``)."""
         raise ManagementNotSupported(type(self).__name__)
 
+    def check(self) -> list[CheckMessage]:
+        """Return what is wrong with the settings this backend needs (system checks)."""
+        return []
+
 
 class InProcessBackend(BaseBackend):
     """A backend that delivers inside this process, so the endpoint's own path is the URL."""
+
+    development = True
 
     def default_url(self) -> str:
         return "http://testserver" + endpoint_path()

@@ -10,13 +10,12 @@ from urllib.parse import urlsplit
 
 from django.test import Client
 
-from .. import devkey
+from ..envelope import decode
 from ..exceptions import TaskAlreadyExists
+from ..oidc import authorization
+from ..registry import registry
 from ..request import cloud_tasks_headers
-from ..targets import oidc_token
-from ..task import TaskHandle
-from .base import InProcessBackend, TaskMessage
-from .immediate import generated_task_id
+from .base import InProcessBackend, TaskMessage, generated_task_id, signed_path
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
@@ -47,7 +46,6 @@ class CapturedTask:
     url: str
     call_id: str
     http_request: CapturedHttpRequest
-    named: bool = False
     done: bool = field(default=False, repr=False)
     #: The OIDC token Cloud Tasks would add (service_account_email, audience), or None.
     oidc_token: dict[str, str] | None = None
@@ -55,8 +53,6 @@ class CapturedTask:
     @property
     def path(self) -> str:
         """The URL path the request is POSTed to."""
-        from .base import signed_path
-
         return signed_path(self.url)
 
     def run(self, client: Client | None = None) -> TestResponse:
@@ -70,7 +66,7 @@ class CapturedTask:
         }
         # Where Cloud Tasks would add a Google-signed token, a development token stands in,
         # for the same service account and audience; where it would add none, none is sent.
-        headers.update(devkey.authorization(self.oidc_token))
+        headers.update(authorization(self.oidc_token))
         content_type = headers.pop("Content-Type")
         self.done = True
         response: TestResponse = client.generic(
@@ -112,27 +108,26 @@ class CaptureBackend(InProcessBackend):
         self.captured = CapturedTasks() if captured is None else captured
         self._lock = threading.Lock()
 
-    def push(self, message: TaskMessage) -> TaskHandle:
-        args, kwargs = _arguments(message)
+    def push(self, message: TaskMessage) -> str:
+        data = decode(message.body)
         with self._lock:
-            if message.name is not None and any(
-                c.name == message.name and c.queue == message.queue and not c.done
+            if message.task_id is not None and any(
+                c.name == message.task_id and c.queue == message.queue and not c.done
                 for c in self.captured
             ):
-                raise TaskAlreadyExists(message.name, message.queue)
-            name = message.name or generated_task_id()
+                raise TaskAlreadyExists(message.task_id, message.queue)
+            task_id = message.task_id or generated_task_id()
             self.captured.append(
                 CapturedTask(
-                    task=message.task,
-                    args=args,
-                    kwargs=kwargs,
+                    task=registry.get(message.task_name),
+                    args=data.args,
+                    kwargs=data.kwargs,
                     queue=message.queue,
-                    name=name,
+                    name=task_id,
                     eta=message.eta,
                     url=message.url,
                     call_id=message.call_id,
-                    named=message.name is not None,
-                    oidc_token=oidc_token(message.task, message.url),
+                    oidc_token=message.oidc_token,
                     http_request=CapturedHttpRequest(
                         method=message.method,
                         url=message.url,
@@ -141,11 +136,4 @@ class CaptureBackend(InProcessBackend):
                     ),
                 )
             )
-        return message.handle(name)
-
-
-def _arguments(message: TaskMessage) -> tuple[list[Any], dict[str, Any]]:
-    from ..envelope import decode
-
-    data = decode(message.body)
-    return data.args, data.kwargs
+        return task_id

@@ -9,9 +9,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import conf, queues
-from ...backends.local import awaiting_retry
+from ...backends.local.claims import awaiting_retry
+from ...backends.local.worker import Worker
 from ...exceptions import ConfigurationError
-from ...worker import Worker
 
 
 def _positive_int(value: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from ..exceptions import (
+from ...exceptions import (
     CloudTasksPermissionDenied,
     PayloadTooLarge,
     PushError,
@@ -14,11 +14,11 @@ from ..exceptions import (
     QueueNotFound,
     TaskAlreadyExists,
 )
-from . import gcp_client
-from .gcp_request import TASK_SIZE_LIMIT
+from . import client
+from .requests import TASK_SIZE_LIMIT
 
 if TYPE_CHECKING:
-    from .base import TaskMessage
+    from ..base import TaskMessage
 
 _PERMISSION_RE = re.compile(r"permission\W+([a-z]+\.[A-Za-z]+\.[A-Za-z]+)", re.IGNORECASE)
 _RESOURCE_RE = re.compile(r"resource\W+((?:projects|//)[^\"'\s)]+)", re.IGNORECASE)
@@ -59,8 +59,8 @@ def is_deleted_recently(exc: BaseException) -> bool:
 def translate(exc: BaseException, message: TaskMessage, parent: str) -> Exception:
     """Return the cloudtask exception for an API error raised while pushing ``message``."""
     status = code(exc)
-    if status == "ALREADY_EXISTS" and message.name is not None:
-        return TaskAlreadyExists(message.name, message.queue)
+    if status == "ALREADY_EXISTS" and message.task_id is not None:
+        return TaskAlreadyExists(message.task_id, message.queue)
     if is_deleted_recently(exc):
         return QueueDeletedRecently(message.queue, parent)
     if is_queue_missing(exc):
@@ -69,7 +69,7 @@ def translate(exc: BaseException, message: TaskMessage, parent: str) -> Exceptio
         return permission_denied(exc, parent)
     if status == "INVALID_ARGUMENT" and "too large" in _text(exc):
         return PayloadTooLarge(_size(message), TASK_SIZE_LIMIT, what="encoded task")
-    return PushError(f"Cloud Tasks refused {message.task.name} for queue {parent}: {describe(exc)}")
+    return PushError(f"Cloud Tasks refused {message.task_name} for queue {parent}: {describe(exc)}")
 
 
 def permission_denied(exc: BaseException, resource: str) -> PushPermissionDenied:
@@ -88,7 +88,7 @@ def _permission(exc: BaseException, resource: str, permission: str) -> tuple[str
     found = _PERMISSION_RE.search(text)
     where = _RESOURCE_RE.search(text)
     return (
-        gcp_client.account(),
+        client.account(),
         found.group(1) if found else permission,
         where.group(1) if where else resource,
         describe(exc),

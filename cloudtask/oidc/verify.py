@@ -1,14 +1,15 @@
-"""Google OIDC ID tokens on the task endpoint: settings, verification, development tokens.
+"""Verifying the Google OIDC ID token of a task request.
 
 Cloud Tasks sends ``Authorization: Bearer <ID token>`` minted for ``CLOUDTASK["SAE"]``. When
 OIDC is required (:func:`cloudtask.conf.oidc_required`), :func:`verify_request` accepts a
 request only if its token is signed by one of Google's current keys (RS256, checked with
-google-auth's verifier and certificates cached by :mod:`cloudtask.certs`) and its claims are
+google-auth's verifier and certificates cached by :mod:`cloudtask.oidc.certs`) and its claims are
 exactly right: ``aud`` equals the audience, ``iss`` is a Google issuer, ``email`` is an allowed
 service account with ``email_verified`` true, and ``iat``/``exp`` hold within the clock skew.
 
-With the local backend, tokens signed by the development key (:mod:`cloudtask.devkey`) are
-trusted as well, so the local worker can authenticate the way Cloud Tasks does.
+Where the backend declares ``trusts_development_tokens`` (the local queue, ``capture_tasks()``),
+tokens signed by the development key (:mod:`cloudtask.oidc.devkey`) are trusted as well, so the
+local worker can authenticate the way Cloud Tasks does.
 """
 
 from __future__ import annotations
@@ -19,130 +20,22 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import timedelta
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any, NoReturn, TypeGuard
 
-from . import certs, conf, devkey
-from .exceptions import ConfigurationError, InvalidToken
+from ..backends import loading
+from ..exceptions import InvalidToken
+from . import certs, devkey
+from .config import OidcSettings, settings
 
 #: The header carrying the token, as Django exposes it in ``request.META``.
 AUTHORIZATION_META_KEY = "HTTP_AUTHORIZATION"
-DEFAULT_CLOCK_SKEW = timedelta(seconds=10)
-MAX_CLOCK_SKEW = timedelta(minutes=5)
-#: How long development tokens are valid, like Google's ID tokens.
-DEVELOPMENT_TOKEN_LIFETIME = 3600
 
 # One scheme, one space, three base64url segments: anything else (including two headers a
 # server joined with a comma) is refused before any decoding.
 _BEARER_RE = re.compile(
     r"(?i:bearer) ([A-Za-z0-9_-]{2,4096})\.([A-Za-z0-9_-]{2,8192})\.([A-Za-z0-9_-]{2,4096})"
 )
-
-
-@dataclass(frozen=True)
-class OidcSettings:
-    """CLOUDTASK["OIDC"] resolved: every default applied, every value validated."""
-
-    audience: str
-    service_accounts: tuple[str, ...]
-    issuers: tuple[str, ...]
-    certs_url: str
-    clock_skew: float
-    trust_development_key: bool
-
-
-def check_strings(value: Any, what: str) -> tuple[str, ...]:
-    """Validate a non-empty list of non-empty strings and return it as a tuple."""
-    if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise TypeError(f"{what} must be a list of strings, not {type(value).__name__}.")
-    if not value or not all(isinstance(item, str) and item for item in value):
-        raise ValueError(f"{what} must be a non-empty list of non-empty strings, not {value!r}.")
-    return tuple(value)
-
-
-def check_clock_skew(value: Any, what: str) -> float:
-    """Validate the allowed clock skew (0 to 5 minutes) and return it in seconds."""
-    skew = conf.to_timedelta(value, what)
-    if not timedelta(0) <= skew <= MAX_CLOCK_SKEW:
-        raise ValueError(f"{what} must be between 0 and 300 seconds, not {skew.total_seconds():g}.")
-    return skew.total_seconds()
-
-
-def default_audience() -> str:
-    """Return the audience used when OIDC["AUDIENCE"] is unset: URL, else the backend's URL."""
-    url = conf.get("URL")
-    if url:
-        return conf.check_url(url, "CLOUDTASK['URL']")
-    path = conf.backend_path()
-    if path != conf.CLOUD_TASKS_BACKEND:
-        from .backends import load_backend
-
-        return load_backend(path).default_url()
-    raise ConfigurationError(
-        "OIDC verification needs the token audience: set CLOUDTASK['OIDC']['AUDIENCE'] (or "
-        "CLOUDTASK['URL']) to the endpoint's URL, e.g. 'https://app.example.com/_tasks/'."
-    )
-
-
-def read_setting(key: str) -> Any:
-    """Return one CLOUDTASK['OIDC'] value, validated, with its default applied."""
-    options = conf.oidc_options()
-    what = f"CLOUDTASK['OIDC']['{key}']"
-    value = options.get(key)
-    if key == "AUDIENCE":
-        return default_audience() if value is None else conf.check_url(value, what)
-    if key == "SERVICE_ACCOUNTS":
-        if value is None:
-            sae = conf.get("SAE")
-            value = [sae] if sae else []
-            what = f"{what} (default: [CLOUDTASK['SAE']])"
-        return check_strings(value, what)
-    if key == "ISSUERS":
-        return conf.GOOGLE_ISSUERS if value is None else check_strings(value, what)
-    if key == "CERTS_URL":
-        return conf.GOOGLE_CERTS_URL if value is None else conf.check_url(value, what)
-    if key == "CLOCK_SKEW":
-        return check_clock_skew(DEFAULT_CLOCK_SKEW if value is None else value, what)
-    if key == "REQUIRED":
-        if value is not None and not isinstance(value, bool):
-            raise TypeError(f"{what} must be True or False, not {value!r}.")
-        return conf.oidc_required()
-    raise KeyError(key)
-
-
-@cache
-def settings() -> OidcSettings:
-    """Return the resolved OIDC settings, raising ConfigurationError when one is invalid."""
-    options = conf.oidc_options()
-    unknown = [key for key in options if key not in conf.OIDC_KEYS]
-    if unknown:
-        raise ConfigurationError(
-            f"CLOUDTASK['OIDC'] has unknown keys {unknown}; known: {', '.join(conf.OIDC_KEYS)}."
-        )
-    try:
-        values = {key: read_setting(key) for key in conf.OIDC_KEYS}
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(str(exc)) from exc
-    return OidcSettings(
-        audience=values["AUDIENCE"],
-        service_accounts=values["SERVICE_ACCOUNTS"],
-        issuers=values["ISSUERS"],
-        certs_url=values["CERTS_URL"],
-        clock_skew=values["CLOCK_SKEW"],
-        trust_development_key=conf.backend_path() == conf.LOCAL_BACKEND,
-    )
-
-
-conf.on_change(settings.cache_clear)
-
-
-def development_tokens_trusted() -> bool:
-    """Return True inside ``capture_tasks()``, whose ``run_all()`` signs development tokens."""
-    from .backends import development_tokens_trusted as trusted
-
-    return trusted()
 
 
 def verify_request(meta: Mapping[str, str]) -> str:
@@ -197,7 +90,7 @@ def check_claims(payload: Mapping[str, Any], options: OidcSettings) -> str:
 def _verifier(kid: str, options: OidcSettings) -> certs.Verifier | None:
     if kid.startswith(devkey.KEY_ID_PREFIX):
         # A development token is refused outright where it is not trusted: no certs fetch.
-        trusted = options.trust_development_key or development_tokens_trusted()
+        trusted = options.trust_development_key or loading.overridden_by_trusting_backend()
         return devkey.development_key().verifier if trusted and kid == devkey.key_id() else None
     return certs.cache_for(options.certs_url).verifier(kid)
 
@@ -261,30 +154,3 @@ def _shown(value: Any) -> str:
     """Return a claim value fit for a log line: quoted, escaped and short."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def development_token(audience: str, email: str) -> str:
-    """Return an ID token for ``email`` and ``audience`` signed with the development key.
-
-    The endpoint accepts it only while the local backend is configured. An empty ``email``
-    stands for the first allowed service account.
-    """
-    from google.auth import jwt
-
-    try:
-        issuer = read_setting("ISSUERS")[0]
-        email = email or read_setting("SERVICE_ACCOUNTS")[0]
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(str(exc)) from exc
-    now = int(time.time())
-    payload = {
-        "aud": audience,
-        "iss": issuer,
-        "sub": "cloudtask-development",
-        "email": email,
-        "email_verified": True,
-        "iat": now,
-        "exp": now + DEVELOPMENT_TOKEN_LIFETIME,
-    }
-    token: bytes = jwt.encode(devkey.development_key().signer, payload)  # type: ignore[no-untyped-call]
-    return token.decode("ascii")

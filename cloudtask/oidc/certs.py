@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import conf
-from .exceptions import CertificatesUnavailable
+from .. import conf
+from ..exceptions import CertificatesUnavailable
 
 logger = logging.getLogger("cloudtask")
 

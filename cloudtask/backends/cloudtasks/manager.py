@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import (
+from ...exceptions import (
     CloudTaskError,
     InvalidQueueConfig,
     ManagementError,
@@ -23,12 +23,12 @@ from ..exceptions import (
     QueueNotFound,
     TaskNotFound,
 )
-from ..queues import QueueConfig
-from . import gcp_client, gcp_errors, gcp_request
-from .management import QUEUE_HINT, Attempt, QueueInfo, QueueManager, TaskInfo, View, redact
+from ...queues import QueueConfig
+from ..management import QUEUE_HINT, Attempt, QueueInfo, QueueManager, TaskInfo, View, redact
+from . import client, errors, requests
 
 if TYPE_CHECKING:
-    from .cloudtasks import CloudTasksBackend
+    from .backend import CloudTasksBackend
 
 #: The IAM permission each RPC needs, named when Cloud Tasks refuses it without saying.
 PERMISSIONS = {
@@ -170,7 +170,7 @@ class CloudTasksManager(QueueManager):
         self.backend = backend
 
     def path(self, queue: str) -> str:
-        return gcp_request.queue_path(queue)
+        return requests.queue_path(queue)
 
     def _task_path(self, queue: str, name: str) -> str:
         return f"{self.path(queue)}/tasks/{name}"
@@ -179,7 +179,7 @@ class CloudTasksManager(QueueManager):
         """Make one RPC; translate its errors for ``queue`` (and ``task``)."""
         from google.api_core.exceptions import GoogleAPICallError
 
-        method = getattr(gcp_client.client(), _snake(rpc))
+        method = getattr(client.client(), _snake(rpc))
         try:
             return self.backend.call(
                 method,
@@ -193,14 +193,14 @@ class CloudTasksManager(QueueManager):
             raise self._translate(exc, rpc, queue, task) from exc
 
     def _translate(self, exc: Exception, rpc: str, queue: str, task: str) -> Exception:
-        status = gcp_errors.code(exc)
-        path = self.path(queue) if queue else gcp_request.location_path()
+        status = errors.code(exc)
+        path = self.path(queue) if queue else requests.location_path()
         if rpc == "CreateQueue" and status == "ALREADY_EXISTS":
             return QueueAlreadyExists(queue, path)
-        if gcp_errors.is_deleted_recently(exc):
+        if errors.is_deleted_recently(exc):
             if rpc == "CreateQueue":
                 return QueueDeletedRecently(queue, path)
-            return QueueNotFound(queue, path, gcp_errors.describe(exc), hint=QUEUE_HINT)
+            return QueueNotFound(queue, path, errors.describe(exc), hint=QUEUE_HINT)
         if status == "NOT_FOUND":
             # Cloud Tasks answers NOT_FOUND alike for a missing task and a missing queue.
             if task and self._queue_exists(queue):
@@ -208,12 +208,12 @@ class CloudTasksManager(QueueManager):
             return QueueNotFound(queue, path, hint=QUEUE_HINT)
         if status in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
             resource = self._task_path(queue, task) if task else path
-            return gcp_errors.call_denied(exc, resource, PERMISSIONS[rpc])
+            return errors.call_denied(exc, resource, PERMISSIONS[rpc])
         if status == "INVALID_ARGUMENT":
             return InvalidQueueConfig(
-                f"Cloud Tasks refused {rpc} for {path}: {gcp_errors.describe(exc)}"
+                f"Cloud Tasks refused {rpc} for {path}: {errors.describe(exc)}"
             )
-        return ManagementError(f"Cloud Tasks refused {rpc} for {path}: {gcp_errors.describe(exc)}")
+        return ManagementError(f"Cloud Tasks refused {rpc} for {path}: {errors.describe(exc)}")
 
     def _queue_exists(self, queue: str) -> bool:
         try:
@@ -236,7 +236,7 @@ class CloudTasksManager(QueueManager):
         from google.cloud import tasks_v2
 
         request = tasks_v2.CreateQueueRequest(
-            parent=gcp_request.location_path(), queue=gcp_request.queue_message(config)
+            parent=requests.location_path(), queue=requests.queue_message(config)
         )
         return queue_info(self._call("CreateQueue", request, name))
 
@@ -248,9 +248,9 @@ class CloudTasksManager(QueueManager):
         from google.protobuf import field_mask_pb2
 
         # Only the masked fields change; Cloud Tasks keeps the others as they are.
-        paths = [gcp_request.QUEUE_FIELDS[option] for option in sorted(fields)]
+        paths = [requests.QUEUE_FIELDS[option] for option in sorted(fields)]
         request = tasks_v2.UpdateQueueRequest(
-            queue=gcp_request.queue_message(config),
+            queue=requests.queue_message(config),
             update_mask=field_mask_pb2.FieldMask(paths=paths),
         )
         return queue_info(self._call("UpdateQueue", request, name))
@@ -272,7 +272,7 @@ class CloudTasksManager(QueueManager):
     def list_queues(self) -> Iterator[QueueInfo]:
         from google.cloud import tasks_v2
 
-        request = tasks_v2.ListQueuesRequest(parent=gcp_request.location_path())
+        request = tasks_v2.ListQueuesRequest(parent=requests.location_path())
         pager = self._call("ListQueues", request)
         return self._translated(pager, queue_info, "ListQueues", "")
 

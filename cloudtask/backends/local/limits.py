@@ -8,21 +8,40 @@ running tasks whose lease holds, and claims of one queue are serialized on that 
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db.models import F, Q
 
-from ..queues import TokenBucket
+from ...models import LocalQueue, LocalTask
 
 if TYPE_CHECKING:
-    from ..queues import QueueConfig
+    from ...queues import QueueConfig
+
+
+class TokenBucket:
+    """Cloud Tasks-style rate limit: ``rate`` tokens a second, a burst of one second's worth."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, min(rate, 100.0))
+        self.tokens = self.capacity
+        self.updated = now
+
+    def available(self, now: float) -> int:
+        """Return how many dispatches may start now."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        return math.floor(self.tokens + 1e-9)
+
+    def take(self, count: int) -> None:
+        """Spend ``count`` tokens."""
+        self.tokens -= count
 
 
 def lock_queue(queue: str) -> None:
     """Serialize the claims of ``queue`` on its row until the transaction ends."""
-    from ..models import LocalQueue
-
     # A write first: it takes SQLite's write lock before anything is read (two workers that
     # read first would deadlock upgrading to writers); other databases lock the row.
     rows = LocalQueue.objects.filter(name=queue)
@@ -35,8 +54,6 @@ def within_limits(
     queue: str, limit: int, now: datetime, config: QueueConfig | None
 ) -> tuple[TokenBucket | None, int, bool]:
     """Return the queue's token bucket, how many may start now, and whether the rate binds."""
-    from ..models import LocalQueue, LocalTask
-
     if config is None:
         return None, limit, False
     tokens, tokens_at, held_until = LocalQueue.objects.values_list(
@@ -57,15 +74,11 @@ def within_limits(
 
 def save_bucket(queue: str, bucket: TokenBucket) -> None:
     """Store the token bucket of ``queue`` after a claim spent some of it."""
-    from ..models import LocalQueue
-
     LocalQueue.objects.filter(name=queue).update(tokens=bucket.tokens, tokens_at=bucket.updated)
 
 
 def hold(queue: str, until: datetime) -> None:
     """Start no task of ``queue`` before ``until`` (a 429/503 answer's Retry-After)."""
-    from ..models import LocalQueue
-
     LocalQueue.objects.filter(name=queue).filter(
         Q(held_until__isnull=True) | Q(held_until__lt=until)
     ).update(held_until=until)

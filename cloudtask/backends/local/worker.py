@@ -21,20 +21,14 @@ from typing import Any
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from . import queues
-from .backends import local
-from .backends.local import Claimed, DueQueue
-from .backends.local_delivery import (
-    Answer,
-    close_session,
-    dispatch,
-    dispatch_line,
-    outcome_fields,
-)
-from .backends.local_limits import hold
-from .backends.local_manage import load_config
-from .exceptions import ConfigurationError
-from .queues import QueueConfig
+from ... import queues
+from ...exceptions import ConfigurationError
+from ...queues import QueueConfig
+from . import claims, store
+from .claims import Claimed, DueQueue
+from .delivery import Answer, close_session, dispatch, dispatch_line, outcome_fields
+from .limits import hold
+from .manager import load_config
 
 logger = logging.getLogger("cloudtask.worker")
 
@@ -67,7 +61,7 @@ class Worker:
     """Claims due tasks with a lease and delivers them, honouring each queue's limits.
 
     A queue's rate and concurrency limits and its Retry-After hold are kept in the database
-    (see :mod:`cloudtask.backends.local_limits`), so they hold across worker processes.
+    (see :mod:`cloudtask.backends.local.limits`), so they hold across worker processes.
     """
 
     def __init__(
@@ -116,7 +110,7 @@ class Worker:
         try:
             now = self.clock()
             self._prune(now)
-            for due in local.serve(now, self.queues):
+            for due in claims.serve(now, self.queues):
                 started += self._start_queue(due, now)
         except DatabaseError as exc:
             # The database may be restarting or locked by another writer: try again later.
@@ -208,7 +202,7 @@ class Worker:
 
     def _anything_due(self) -> bool:
         try:
-            return bool(local.due_queues(self.clock(), self.queues))
+            return bool(claims.due_queues(self.clock(), self.queues))
         except DatabaseError:
             connection.close()
             return True
@@ -227,7 +221,7 @@ class Worker:
         capacity = self.concurrency - len(self._in_flight)
         if capacity <= 0:
             return 0
-        taken = local.lease(
+        taken = claims.lease(
             name, capacity, now, config=self._configs[name], forced_only=due.forced_only
         )
         self._throttled |= taken.throttled
@@ -262,7 +256,7 @@ class Worker:
             try:
                 answer = dispatch(claimed)
             except Exception as exc:  # a bug must not kill the thread and strand the task
-                logger.exception("worker status=dispatch_error name=%s", claimed.name)
+                logger.exception("worker status=dispatch_error name=%s", claimed.task_id)
                 answer = Answer(status=None, excerpt="", reason=type(exc).__name__)
             self._results.put((claimed, answer))
             self._wake.set()
@@ -286,7 +280,7 @@ class Worker:
             # One transaction and one UPDATE for the whole batch.
             with transaction.atomic():
                 pairs = list(zip(batch, decided, strict=True))
-                stored = local.record([(claimed, fields) for (claimed, _), (_, fields) in pairs])
+                stored = claims.record([(claimed, fields) for (claimed, _), (_, fields) in pairs])
                 for (claimed, answer), (outcome, _) in pairs:
                     if outcome == "retry" and answer.retry_after:
                         # 429/503 with Retry-After: the whole queue waits, in every worker.
@@ -313,7 +307,7 @@ class Worker:
     def _prune(self, now: datetime) -> None:
         if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
-            local.prune(now)
+            store.prune(now)
 
 
 _COUNTERS = {"succeeded": "succeeded", "retry": "retried", "failed": "failed", "lost": "lost"}

@@ -19,12 +19,13 @@ from http.client import (
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .. import devkey
-from ..request import cloud_tasks_headers
-from .local import Claimed
+from ...envelope import OUTCOME_HEADER
+from ...oidc import authorization
+from ...request import cloud_tasks_headers
+from .claims import Claimed
 
 if TYPE_CHECKING:
-    from ..queues import QueueConfig
+    from ...queues import QueueConfig
 
 logger = logging.getLogger("cloudtask.worker")
 
@@ -47,6 +48,8 @@ class Answer:
     duration: float = 0.0
     #: False when the attempt was not made (the previous worker's lease ran out instead).
     dispatched: bool = True
+    #: The endpoint's ``X-CloudTask-Outcome`` header: "failed" with a 2xx is a give-up.
+    outcome: str = ""
 
 
 def _pool() -> dict[tuple[str, str, int], HTTPConnection]:
@@ -110,7 +113,7 @@ def request_headers(claimed: Claimed) -> dict[str, str]:
         **claimed.headers,
         **cloud_tasks_headers(
             queue=claimed.queue,
-            name=claimed.name,
+            name=claimed.task_id,
             eta=claimed.schedule_time,
             retry_count=claimed.dispatch_count - 1,
             execution_count=claimed.execution_count,
@@ -120,7 +123,7 @@ def request_headers(claimed: Claimed) -> dict[str, str]:
     }
     # The token Cloud Tasks would add, decided at push time as Cloud Tasks does, signed
     # with the development key (trusted only while LocalBackend is configured).
-    headers.update(devkey.authorization(claimed.oidc_token))
+    headers.update(authorization(claimed.oidc_token))
     return headers
 
 
@@ -143,6 +146,7 @@ def dispatch(claimed: Claimed) -> Answer:
         if status in (429, 503)
         else None,
         duration=time.perf_counter() - started,
+        outcome=response.getheader(OUTCOME_HEADER, ""),
     )
 
 
@@ -170,10 +174,6 @@ def _retry_after(header: str) -> timedelta | None:
     return max(timedelta(0), min(delay, MAX_RETRY_AFTER))
 
 
-#: How the endpoint's body starts when a task failed for good but answered 2xx.
-GAVE_UP = '{"status":"failed"'
-
-
 def outcome_fields(
     claimed: Claimed, answer: Answer, config: QueueConfig, now: datetime
 ) -> tuple[str, dict[str, Any]]:
@@ -193,7 +193,7 @@ def outcome_fields(
         "dispatch_count": claimed.dispatch_count - (not answer.dispatched),
     }
     if answer.status is not None and 200 <= answer.status < 300:
-        if answer.excerpt.startswith(GAVE_UP):
+        if answer.outcome == "failed":
             # The endpoint answered 2xx so nothing retries, but the call failed for good
             # (Reject, max_retries, retry_for): keep it as failed for inspection.
             return "failed", {**fields, "status": "failed", "retry_reason": "gave up"}
@@ -215,7 +215,7 @@ def dispatch_line(claimed: Claimed, answer: Answer, outcome: str, fields: dict[s
     """Return the one log line of a recorded attempt."""
     status = answer.status if answer.status is not None else answer.reason
     line = (
-        f"task={claimed.task} name={claimed.name} queue={claimed.queue} "
+        f"task={claimed.task_name} name={claimed.task_id} queue={claimed.queue} "
         f"attempt={claimed.dispatch_count} status={status} "
         f"duration_ms={answer.duration * 1000:.1f} outcome={outcome}"
     )

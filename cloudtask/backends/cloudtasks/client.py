@@ -13,10 +13,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from .. import conf
-from ..exceptions import ConfigurationError
+from ... import conf
+from ...exceptions import ConfigurationError
 
-CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 _HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$|^\[[0-9A-Fa-f:]+\]:[0-9]{1,5}$")
 
 
@@ -108,7 +107,7 @@ def _default_credentials() -> Any:
     from google.auth.exceptions import DefaultCredentialsError
 
     try:
-        credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+        credentials, _ = google.auth.default(scopes=[conf.CLOUD_PLATFORM_SCOPE])
     except DefaultCredentialsError as exc:
         raise ConfigurationError(
             "No Google credentials found to push to Cloud Tasks. On Cloud Run they come "

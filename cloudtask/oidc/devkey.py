@@ -9,8 +9,9 @@ file with mode 0600, then hard-linked into place, so two processes racing never 
 file and never replace each other's key). A file that is not a regular file owned by the
 current user with no permissions for others is refused.
 
-The verifier trusts this key only when the configured backend is the local backend: with the
-Cloud Tasks backend, a token signed with it is an unknown key id like any other.
+The verifier trusts this key only where the backend declares ``trusts_development_tokens``
+(the local backend, ``capture_tasks()``): with the Cloud Tasks backend, a token signed with it
+is an unknown key id like any other.
 """
 
 from __future__ import annotations
@@ -28,15 +29,18 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from . import conf, signing
+from .. import conf, signing
+from ..exceptions import ConfigurationError
 from .certs import Verifier
-from .exceptions import ConfigurationError
+from .config import read_setting
 
 #: Key ids of development keys start with this, so logs say where a token came from.
 KEY_ID_PREFIX = "cloudtask-development-"
 KEY_BITS = 2048
 _MAX_FILE = 64 * 1024
 _create_lock = threading.Lock()
+#: How long development tokens are valid, like Google's ID tokens.
+DEVELOPMENT_TOKEN_LIFETIME = 3600
 #: How long one development token is reused (tokens live an hour).
 TOKEN_REUSE = 300.0
 _tokens: dict[tuple[str, str], tuple[str, float]] = {}
@@ -101,15 +105,12 @@ conf.on_change(_tokens.clear)
 def authorization(token: Mapping[str, str] | None) -> dict[str, str]:
     """Return the Authorization header standing in for the OIDC token Cloud Tasks would add.
 
-    ``token`` is what :func:`cloudtask.targets.oidc_token` returned at push time: the same
+    ``token`` is what :func:`cloudtask.oidc.push_token` returned at push time: the same
     service account and audience, signed with the development key. None: no header, as
     Cloud Tasks sends none.
     """
     if token is None:
         return {}
-    # Imported here: the OIDC module imports this one.
-    from .oidc import development_token
-
     key = (token["audience"], token["service_account_email"])
     with _token_lock:
         value, renew_at = _tokens.get(key, ("", 0.0))
@@ -118,6 +119,33 @@ def authorization(token: Mapping[str, str] | None) -> dict[str, str]:
             value = development_token(*key)
             _tokens[key] = (value, time.monotonic() + TOKEN_REUSE)
     return {"Authorization": f"Bearer {value}"}
+
+
+def development_token(audience: str, email: str) -> str:
+    """Return an ID token for ``email`` and ``audience`` signed with the development key.
+
+    The endpoint accepts it only where the backend trusts development tokens. An empty ``email``
+    stands for the first allowed service account.
+    """
+    from google.auth import jwt
+
+    try:
+        issuer = read_setting("ISSUERS")[0]
+        email = email or read_setting("SERVICE_ACCOUNTS")[0]
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(str(exc)) from exc
+    now = int(time.time())
+    payload = {
+        "aud": audience,
+        "iss": issuer,
+        "sub": "cloudtask-development",
+        "email": email,
+        "email_verified": True,
+        "iat": now,
+        "exp": now + DEVELOPMENT_TOKEN_LIFETIME,
+    }
+    token: bytes = jwt.encode(development_key().signer, payload)  # type: ignore[no-untyped-call]
+    return token.decode("ascii")
 
 
 def _cryptography() -> Any:

@@ -6,13 +6,12 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .. import conf, queues
-from ..exceptions import ConfigurationError, PayloadTooLarge
-from ..queues import QueueConfig
-from ..targets import DEFAULT_OAUTH_SCOPE, oidc_token
+from ... import conf, queues
+from ...exceptions import ConfigurationError, PayloadTooLarge
+from ...queues import QueueConfig
 
 if TYPE_CHECKING:
-    from .base import TaskMessage
+    from ..base import TaskMessage
 
 #: Cloud Tasks' "maximum task size" (quotas page: 1 MB). It covers the whole task, URL and
 #: headers included; the client's docstrings still say 100KB, a limit of App Engine queues.
@@ -44,9 +43,9 @@ def create_task_request(message: TaskMessage, parent: str) -> Any:
     from google.cloud import tasks_v2
 
     task: dict[str, Any] = {}
-    if message.name is not None:
-        task["name"] = f"{parent}/tasks/{message.name}"
-    if message.task.app_engine is not None:
+    if message.task_id is not None:
+        task["name"] = f"{parent}/tasks/{message.task_id}"
+    if message.app_engine is not None:
         task["app_engine_http_request"] = _app_engine_request(message)
     else:
         task["http_request"] = _http_request(message)
@@ -69,19 +68,15 @@ def _http_request(message: TaskMessage) -> dict[str, Any]:
         "headers": message.headers,
         "body": message.body,
     }
-    auth = message.task.auth
-    sae = conf.get("SAE")
-    token = oidc_token(message.task, message.url)
-    if token is not None:
-        request["oidc_token"] = token
-    elif auth == "oauth":
-        if not sae:
+    if message.oidc_token is not None:
+        request["oidc_token"] = message.oidc_token
+    elif message.oauth_token is not None:
+        if not message.oauth_token["service_account_email"]:
             raise ConfigurationError(
-                f"{message.task.name} uses auth='oauth', which needs CLOUDTASK['SAE']: the "
+                f"{message.task_name} uses auth='oauth', which needs CLOUDTASK['SAE']: the "
                 "service account Cloud Tasks mints the OAuth token for."
             )
-        scope = message.task.oauth_scope or DEFAULT_OAUTH_SCOPE
-        request["oauth_token"] = {"service_account_email": sae, "scope": scope}
+        request["oauth_token"] = message.oauth_token
     return request
 
 
@@ -89,7 +84,7 @@ def _app_engine_request(message: TaskMessage) -> dict[str, Any]:
     parts = urlsplit(message.url)
     relative_uri = parts.path + (f"?{parts.query}" if parts.query else "")
     return {
-        "app_engine_routing": dict(message.task.app_engine or {}),
+        "app_engine_routing": message.app_engine or {},
         "relative_uri": relative_uri or "/",
         "http_method": HTTP_METHODS[message.method],
         "headers": message.headers,

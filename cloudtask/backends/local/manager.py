@@ -16,12 +16,11 @@ from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquer
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .. import queues
-from ..exceptions import ConfigurationError, QueueAlreadyExists, QueueNotFound, TaskNotFound
-from ..models import LocalQueue, LocalTask
-from ..queues import QueueConfig
-from . import local
-from .management import (
+from ... import queues
+from ...exceptions import ConfigurationError, QueueAlreadyExists, QueueNotFound, TaskNotFound
+from ...models import LocalQueue, LocalTask
+from ...queues import QueueConfig
+from ..management import (
     QUEUE_HINT,
     Attempt,
     QueueInfo,
@@ -31,6 +30,7 @@ from .management import (
     View,
     redact,
 )
+from . import store
 
 #: google.rpc.Code for an HTTP status, as Google's APIs map them (the "HTTP error space" of
 #: google/rpc/code.proto): Cloud Tasks reports an attempt's answer as such a code.
@@ -47,7 +47,7 @@ HTTP_TO_CODE = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-#: The codes an attempt without an answer is recorded with (see local_delivery.dispatch).
+#: The codes an attempt without an answer is recorded with (see delivery.dispatch).
 NO_ANSWER_CODES = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE"})
 
 
@@ -83,7 +83,7 @@ def load_config(name: str, stored: dict[str, Any] | None) -> QueueConfig:
 
 
 def _waiting() -> Q:
-    return Q(status__in=local.WAITING)
+    return Q(status__in=store.WAITING)
 
 
 def _queues() -> QuerySet[LocalQueue]:
@@ -103,7 +103,7 @@ def _queues() -> QuerySet[LocalQueue]:
 def _queue_info(row: LocalQueue) -> QueueInfo:
     return QueueInfo(
         name=row.name,
-        path=local.queue_path(row.name),
+        path=store.queue_path(row.name),
         state="paused" if row.paused else "running",
         config=load_config(row.name, row.config),
         tasks=getattr(row, "waiting", None),
@@ -142,7 +142,7 @@ def task_info(row: LocalTask, view: View) -> TaskInfo:
     return TaskInfo(
         name=row.name,
         queue=row.queue,
-        path=f"{local.queue_path(row.queue)}/tasks/{row.name}",
+        path=f"{store.queue_path(row.queue)}/tasks/{row.name}",
         state=_state(row),
         schedule_time=row.schedule_time,
         create_time=row.created_at,
@@ -173,7 +173,7 @@ class LocalManager(QueueManager):
     """Manages the local queues and their tasks in the project's database."""
 
     def path(self, queue: str) -> str:
-        return local.queue_path(queue)
+        return store.queue_path(queue)
 
     def _row(self, name: str) -> LocalQueue:
         try:
@@ -198,7 +198,7 @@ class LocalManager(QueueManager):
             if not created:
                 if row.deleted_at is None:
                     raise QueueAlreadyExists(name, self.path(name))
-                local.reclaim(row, now)
+                store.reclaim(row, now)
                 row.config = dump_config(config)
                 row.save(update_fields=["config"])
         return self.get_queue(name)
@@ -217,23 +217,23 @@ class LocalManager(QueueManager):
 
     def pause_queue(self, name: str) -> QueueInfo:
         self._row(name)
-        local.pause(name)
+        store.pause(name)
         return self.get_queue(name)
 
     def resume_queue(self, name: str) -> QueueInfo:
         self._row(name)
-        local.pause(name, paused=False)
+        store.pause(name, paused=False)
         return self.get_queue(name)
 
     def purge_queue(self, name: str) -> QueueInfo:
         self._row(name)
-        local.purge(name)
+        store.purge(name)
         return self.get_queue(name)
 
     def delete_queue(self, name: str) -> None:
         with transaction.atomic():
             row = self._row(name)
-            local.purge(name)
+            store.purge(name)
             row.deleted_at = timezone.now()
             row.save(update_fields=["deleted_at"])
 
@@ -263,13 +263,13 @@ class LocalManager(QueueManager):
 
     def delete_task(self, queue: str, name: str) -> None:
         self._row(queue)
-        if not local.delete_tasks(Q(queue=queue, name=name)):
+        if not store.delete_tasks(Q(queue=queue, name=name)):
             raise TaskNotFound(queue, name, f"{self.path(queue)}/tasks/{name}")
 
     def run_task(self, queue: str, name: str) -> TaskInfo:
         row = self._task(queue, name, "basic")
         if row.status == "queued":
             # The worker takes it at its next poll, even from a paused queue.
-            local.run_now(Q(pk=row.pk), force=True)
+            store.run_now(Q(pk=row.pk), force=True)
             row = self._task(queue, name, "basic")
         return task_info(row, "basic")

@@ -7,11 +7,9 @@ sequential prefixes (timestamps, counters) raise latency and error rates in Clou
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import re
 import uuid
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,7 +30,7 @@ def make_task_id(text: str) -> str:
 
 def arguments_task_id(task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> str:
     """Return the id of ``named="args"``: the same task and arguments give the same id."""
-    bound = _signature(task).bind(*args, **kwargs)
+    bound = task.call_signature.bind(*args, **kwargs)
     bound.apply_defaults()
     # Bound and key-sorted, so add(1, 2), add(a=1, b=2) and add(b=2, a=1) share one id.
     canonical = json.dumps([task.name, bound.arguments], sort_keys=True, separators=(",", ":"))
@@ -41,42 +39,40 @@ def arguments_task_id(task: Task[Any, Any], args: list[Any], kwargs: dict[str, A
     return _join(digest, task.name)
 
 
-def check_task_id(name: Any, *, unique: bool = False) -> str:
+def check_task_id(task_id: Any, *, unique: bool = False) -> str:
     """Validate a caller-given id (leaving room for the ``unique`` suffix) and return it."""
     limit = MAX_ID_LENGTH - UNIQUE_SUFFIX_LENGTH if unique else MAX_ID_LENGTH
-    if not (isinstance(name, str) and TASK_ID_RE.match(name) and len(name) <= limit):
+    if not (isinstance(task_id, str) and TASK_ID_RE.match(task_id) and len(task_id) <= limit):
         raise ValueError(
-            f"Task name {name!r} is not a valid Cloud Tasks id: use 1 to {limit} letters, "
+            f"Task name {task_id!r} is not a valid Cloud Tasks id: use 1 to {limit} letters, "
             "digits, hyphens or underscores."
         )
-    return name
+    return task_id
 
 
 def task_id_for(call: TaskCall[Any], name: str | None, unique: bool) -> str | None:
-    """Return the id a push of ``call`` asks for, or None to let Cloud Tasks choose one."""
-    if name is not None:
-        check_task_id(name, unique=unique)
+    """Return the id a push of ``call`` asks for, or None to let Cloud Tasks choose one.
+
+    ``name`` is the caller's ``name=`` (the public spelling of the Cloud Tasks id).
+    """
+    task_id = name
+    if task_id is not None:
+        check_task_id(task_id, unique=unique)
     elif call.task.named == "args":
         args, kwargs = call.arguments
-        name = arguments_task_id(call.task, args, kwargs)
+        task_id = arguments_task_id(call.task, args, kwargs)
     elif call.task.named:
-        name = make_task_id(call.task.name)
+        task_id = make_task_id(call.task.name)
     elif unique:
         raise TypeError(
             "unique=True needs name= (or a named task): an unnamed task already gets a "
             "unique id from Cloud Tasks."
         )
-    if name is not None and unique:
-        name = f"{name[: MAX_ID_LENGTH - UNIQUE_SUFFIX_LENGTH]}-{uuid.uuid4().hex}"
-    return name
+    if task_id is not None and unique:
+        task_id = f"{task_id[: MAX_ID_LENGTH - UNIQUE_SUFFIX_LENGTH]}-{uuid.uuid4().hex}"
+    return task_id
 
 
 def _join(prefix: str, text: str) -> str:
     readable = _UNSAFE.sub("-", text).strip("-")
     return f"{prefix}-{readable}"[:MAX_ID_LENGTH].rstrip("-")
-
-
-@lru_cache(maxsize=512)
-def _signature(task: Task[Any, Any]) -> inspect.Signature:
-    params = list(inspect.signature(task.func).parameters.values())
-    return inspect.Signature(params[1:])  # the first parameter receives the request

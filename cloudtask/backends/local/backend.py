@@ -1,0 +1,36 @@
+"""The local development queue: tasks wait in the project's database for ``cloudtask_worker``.
+
+A push stores exactly the HTTP request Cloud Tasks would make. ``manage.py cloudtask_worker``
+claims due tasks with a lease and POSTs them to the endpoint with Cloud Tasks' headers,
+retries and limits, so development runs the production code path. Without
+``CLOUDTASK["URL"]`` tasks go to ``http://127.0.0.1:8000`` plus the endpoint's path, where
+``runserver`` listens by default.
+"""
+
+from __future__ import annotations
+
+from ..base import BaseBackend, TaskMessage, endpoint_path, generated_task_id
+from . import store
+from .manager import LocalManager
+
+#: Where ``runserver`` listens unless told otherwise.
+DEFAULT_ORIGIN = "http://127.0.0.1:8000"
+
+
+class LocalBackend(BaseBackend):
+    """Stores each push in the database; ``manage.py cloudtask_worker`` delivers it."""
+
+    development = True
+    #: The worker signs development OIDC tokens where Cloud Tasks would send real ones.
+    trusts_development_tokens = True
+
+    def default_url(self) -> str:
+        """Return runserver's default address plus the endpoint's path."""
+        return DEFAULT_ORIGIN + endpoint_path()
+
+    def manager(self) -> LocalManager:
+        """Return the manager of the local queues (see ``cloudtask.control``)."""
+        return LocalManager()
+
+    def push(self, message: TaskMessage) -> str:
+        return store.add(message, message.task_id or generated_task_id())
