@@ -40,7 +40,7 @@ from google.auth.transport.requests import Request  # noqa: E402
 from google.oauth2 import id_token  # noqa: E402
 
 from cloudtask import oidc  # noqa: E402
-from tests.oidc_support import AUDIENCE, SERVICE_ACCOUNT, CertsServer, make_key, sign  # noqa: E402
+from tests.support.oidc import AUDIENCE, SERVICE_ACCOUNT, CertsServer, make_key, sign  # noqa: E402
 
 #: Stop starting new rounds after this long, whatever --rounds says.
 TIME_BUDGET_S = 120.0

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from tests.emulator import LOCATION, PROJECT, UNREACHABLE_URL, Emulator, queue_path  # noqa: E402
+from tests.support.emulator import LOCATION, PROJECT, UNREACHABLE_URL, Emulator, queue_path  # noqa: E402
 
 EMULATOR = Emulator(queues=("default",))
 settings.configure(

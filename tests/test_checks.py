@@ -153,7 +153,7 @@ def test_backend_instance_follows_settings() -> None:
     from cloudtask.backends.immediate import ImmediateBackend
 
     assert isinstance(get_backend(), ImmediateBackend)
-    with override_settings(CLOUDTASK={"BACKEND": "tests.backends.RecordingBackend"}):
+    with override_settings(CLOUDTASK={"BACKEND": "tests.support.backends.RecordingBackend"}):
         assert type(get_backend()).__name__ == "RecordingBackend"
     assert isinstance(get_backend(), ImmediateBackend)
 

@@ -19,7 +19,7 @@ from cloudtask.models import LocalTask
 from cloudtask.request import cloud_tasks_headers
 from cloudtask.testing import capture_tasks
 from tests import tasks
-from tests.helpers import delivery_headers, post
+from tests.support.helpers import delivery_headers, post
 
 IMMEDIATE = "cloudtask.backends.immediate.ImmediateBackend"
 

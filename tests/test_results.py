@@ -16,7 +16,7 @@ from cloudtask import ConfigurationError, ResultNotFound, get_result, signals
 from cloudtask.models import TaskResult
 from cloudtask.testing import capture_tasks
 from tests import tasks
-from tests.helpers import delivery_headers, post
+from tests.support.helpers import delivery_headers, post
 
 RESULTS_ON = {"BACKEND": "cloudtask.backends.immediate.ImmediateBackend", "RESULTS": True}
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("_results_on")]

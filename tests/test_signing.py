@@ -10,7 +10,7 @@ from django.test import override_settings
 from cloudtask import ConfigurationError, signing
 from cloudtask.testing import capture_tasks
 from tests import tasks
-from tests.helpers import ENDPOINT, post
+from tests.support.helpers import ENDPOINT, post
 
 BODY = json.dumps(
     {"v": 1, "task": "tests.tasks.noop", "id": "x", "args": [], "kwargs": {}}

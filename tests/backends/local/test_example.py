@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from cloudtask.management.commands.cloudtask_dev import worker_command
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
+EXAMPLE = REPO_ROOT / "example_project"
 
 
 def example_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from cloudtask import conf, oidc
 from cloudtask.backends.local.worker import Worker
 from cloudtask.models import LocalTask
 from tests import tasks
-from tests.test_worker import T0, FakeClock, drain, static_url  # noqa: F401  (fixture)
+from tests.support.worker import T0, FakeClock, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,7 +77,7 @@ def google_certs() -> Iterator[str]:
 
 
 @pytest.fixture
-def oidc_endpoint(static_url: None, live_server: Any, google_certs: str) -> Iterator[str]:  # noqa: F811
+def oidc_endpoint(static_url: None, live_server: Any, google_certs: str) -> Iterator[str]:
     url = live_server.url + "/_tasks/"
     settings = {
         "BACKEND": conf.LOCAL_BACKEND,
@@ -171,7 +171,7 @@ def test_tasks_cloud_tasks_sends_without_an_oidc_token_get_none(
 
 
 def test_without_sae_no_token_is_sent(
-    static_url: None,  # noqa: F811
+    static_url: None,
     live_server: Any,
     google_certs: str,
 ) -> None:

@@ -18,9 +18,10 @@ from cloudtask import ConfigurationError, conf, oidc
 from cloudtask.oidc import devkey, verify
 from cloudtask.testing import capture_tasks
 from tests import tasks
-from tests.oidc_support import AUDIENCE, SERVICE_ACCOUNT, CertsServer, make_key
+from tests.support import REPO_ROOT
+from tests.support.oidc import AUDIENCE, SERVICE_ACCOUNT, CertsServer, make_key
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 
 @pytest.fixture(autouse=True)

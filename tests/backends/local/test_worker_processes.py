@@ -23,11 +23,12 @@ from typing import Any
 import pytest
 
 from tests import tasks
-from tests.test_worker import ScriptedServer, static_url  # noqa: F401  (fixture)
+from tests.support import REPO_ROOT
+from tests.support.worker import ScriptedServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 
 # Configures Django like tests.settings but on a SQLite file, then plays one role.
 SCRIPT = """
@@ -116,7 +117,7 @@ class Project:
 
 
 @pytest.fixture
-def project(static_url: None, live_server: Any, tmp_path: Path) -> Iterator[Project]:  # noqa: F811
+def project(static_url: None, live_server: Any, tmp_path: Path) -> Iterator[Project]:
     tasks.release.clear()
     yield Project(tmp_path / "local.sqlite3", live_server.url + "/_tasks/")
     tasks.release.set()

@@ -14,7 +14,7 @@ from cloudtask.backends.local.worker import Worker
 from cloudtask.models import LocalTask
 from cloudtask.oidc import devkey
 from tests import tasks
-from tests.oidc_support import SERVICE_ACCOUNT, CertsServer, make_key
+from tests.support.oidc import SERVICE_ACCOUNT, CertsServer, make_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -295,15 +295,6 @@ def wait_for(predicate: Any, *, timeout: float = 10.0, interval: float = 0.05) -
     return bool(predicate())
 
 
-@pytest.fixture(scope="session", name="static_url")
-def static_url_fixture() -> None:
-    """Give live_server the STATIC_URL its static files handler needs before it starts."""
-    from django.conf import settings
-
-    if not getattr(settings, "STATIC_URL", None):
-        settings.STATIC_URL = "/static/"
-
-
 @pytest.fixture(name="task_endpoint")
 def task_endpoint_fixture(static_url: None, live_server: Any, transactional_db: None) -> str:
     """The absolute URL of the task endpoint served by live_server."""

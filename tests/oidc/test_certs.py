@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from cloudtask.exceptions import CertificatesUnavailable
 from cloudtask.oidc import certs
-from tests.oidc_support import CertsServer, make_key
+from tests.support.oidc import CertsServer, make_key
 
 
 class Clock:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from cloudtask import signing
 from tests import tasks
-from tests.helpers import ENDPOINT, post
+from tests.support.helpers import ENDPOINT, post
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

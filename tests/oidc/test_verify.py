@@ -18,7 +18,7 @@ from cloudtask import conf
 from cloudtask.backends.capture import CapturedTask
 from cloudtask.testing import capture_tasks
 from tests import tasks
-from tests.oidc_support import (
+from tests.support.oidc import (
     AUDIENCE,
     DROP,
     SERVICE_ACCOUNT,

@@ -16,7 +16,7 @@ from cloudtask.backends.immediate import ImmediateBackend
 from cloudtask.message import build_message
 from cloudtask.testing import capture_tasks
 from tests import tasks
-from tests.helpers import post
+from tests.support.helpers import post
 
 
 def test_immediate_runs_through_the_signed_path_and_returns_a_handle() -> None:

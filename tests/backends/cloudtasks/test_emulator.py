@@ -11,15 +11,7 @@ from django.test import override_settings
 
 from cloudtask import PushManyError, QueueNotFound, push_many
 from tests import tasks
-from tests.emulator import (  # noqa: F401  (fixtures are found by their name)
-    Emulator,
-    emulator_fixture,
-    emulator_server_fixture,
-    queue_path,
-    static_url_fixture,
-    task_endpoint_fixture,
-    wait_for,
-)
+from tests.support.emulator import Emulator, queue_path, wait_for
 
 pytestmark = pytest.mark.slow
 

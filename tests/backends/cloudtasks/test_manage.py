@@ -32,14 +32,9 @@ from cloudtask.backends import override_backend
 from cloudtask.backends.cloudtasks import CloudTasksBackend
 from cloudtask.backends.cloudtasks.manager import queue_config, task_info
 from cloudtask.backends.management import REDACTED
-from tests import helpers, tasks
-from tests.emulator import (  # noqa: F401  (fixtures are found by their name)
-    LOCATION_PATH,
-    Emulator,
-    queue_path,
-    quiet_emulator_fixture,
-    quiet_emulator_server_fixture,
-)
+from tests import tasks
+from tests.support import helpers
+from tests.support.emulator import LOCATION_PATH, Emulator, queue_path
 
 pytestmark = pytest.mark.slow
 

@@ -1,13 +1,13 @@
 """One contract for queue and task management, run against each backend that has queues.
 
 ``backend`` names a backend with a queue manager: ``local`` (the test database) and
-``cloudtasks`` (the real client over gRPC to the in-process emulator, tests/emulator.py,
+``cloudtasks`` (the real client over gRPC to the in-process emulator, tests/support/emulator.py,
 started without its dispatcher so queued tasks stay put). Each test states behaviour Cloud
 Tasks has. The emulator implements CreateQueue, GetQueue, ListQueues, PauseQueue,
 ResumeQueue, PurgeQueue, DeleteQueue, ListTasks and RunTask; GetTask, DeleteTask and
 UpdateQueue, and the answers where it departs from Cloud Tasks (NOT_FOUND, ALREADY_EXISTS,
 the 7-day block on deleted names, paging and views), come from its servicer in
-tests/emulator.py, which says the fact each stands on.
+tests/support/emulator.py, which says the fact each stands on.
 """
 
 from __future__ import annotations
@@ -36,11 +36,7 @@ from cloudtask import (
 from cloudtask.backends.management import REDACTED
 from cloudtask.signing import SIGNATURE_HEADER
 from tests import tasks
-from tests.emulator import (  # noqa: F401  (fixtures are found by their name)
-    UNREACHABLE_URL,
-    quiet_emulator_fixture,
-    quiet_emulator_server_fixture,
-)
+from tests.support.emulator import UNREACHABLE_URL
 
 # The local backend needs the test database; pytest-django makes it only for marked tests.
 pytestmark = pytest.mark.django_db

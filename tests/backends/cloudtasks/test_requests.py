@@ -20,13 +20,7 @@ from cloudtask import ConfigurationError, PayloadTooLarge, TaskCall, TaskHandle,
 from cloudtask.message import route
 from cloudtask.task_ids import arguments_task_id, make_task_id
 from tests import tasks
-from tests.emulator import (  # noqa: F401  (fixtures are found by their name)
-    UNREACHABLE_URL,
-    Emulator,
-    emulator_fixture,
-    emulator_server_fixture,
-    queue_path,
-)
+from tests.support.emulator import UNREACHABLE_URL, Emulator, queue_path
 
 pytestmark = pytest.mark.slow
 

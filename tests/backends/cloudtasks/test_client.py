@@ -17,8 +17,9 @@ from cloudtask import ConfigurationError, PushManyError, TaskAlreadyExists, push
 from cloudtask.backends.cloudtasks import client as gcp_client
 from cloudtask.testing import capture_tasks
 from tests import tasks
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 EMULATOR = {
     "BACKEND": "cloudtask.backends.cloudtasks.CloudTasksBackend",
     "PROJECT": "p",

@@ -18,7 +18,8 @@ from cloudtask import conf
 from cloudtask.models import LocalTask
 from cloudtask.registry import registry
 from cloudtask.task import TaskCall
-from tests import helpers, tasks
+from tests import tasks
+from tests.support import helpers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,76 +18,9 @@ from cloudtask.backends.local import claims, store
 from cloudtask.backends.local.worker import Worker
 from cloudtask.models import LocalQueue, LocalTask
 from tests import tasks
+from tests.support.worker import T0, FakeClock, ScriptedServer, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
-
-
-class FakeClock:
-    """The worker's clock, moved by hand so backoff and rate limits are exact."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-class ScriptedServer:
-    """A real HTTP server on 127.0.0.1 answering with scripted statuses; records requests."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.answers: list[tuple[int, dict[str, str]]] = []
-        self.delay = 0.0
-        self.active = 0
-        self.max_active = 0
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with server._lock:
-                    server.active += 1
-                    server.max_active = max(server.max_active, server.active)
-                    server.requests.append(
-                        {"headers": dict(self.headers), "body": body, "at": time.monotonic()}
-                    )
-                    status, headers = server.answers.pop(0) if server.answers else (200, {})
-                time.sleep(server.delay)
-                with server._lock:
-                    server.active -= 1
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/_tasks/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture(scope="session")
-def static_url() -> None:
-    """Give live_server the STATIC_URL its static files handler needs before it starts."""
-    from django.conf import settings
-
-    if not getattr(settings, "STATIC_URL", None):
-        settings.STATIC_URL = "/static/"
 
 
 @pytest.fixture
@@ -104,17 +36,6 @@ def scripted() -> Iterator[ScriptedServer]:
     with override_settings(CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": server.url}):
         yield server
     server.close()
-
-
-def drain(worker: Worker, rounds: int = 20) -> None:
-    """Run the worker until nothing is due or in flight (bounded)."""
-    for _ in range(rounds):
-        had_in_flight = worker.in_flight
-        started = worker.run_once()
-        worker.finish_in_flight(timeout=10)
-        if not started and not had_in_flight:
-            break
-    worker.close()
 
 
 def row(name: str) -> LocalTask:

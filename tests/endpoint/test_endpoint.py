@@ -13,7 +13,7 @@ from django.test import Client, override_settings
 from cloudtask import signing
 from cloudtask.testing import capture_tasks
 from tests import tasks
-from tests.helpers import ENDPOINT, delivery_headers, post
+from tests.support.helpers import ENDPOINT, delivery_headers, post
 
 
 def envelope(task: str = "tests.tasks.add", **fields: Any) -> bytes:
@@ -238,7 +238,7 @@ def reads_form_data(get_response: Any) -> Any:
     return middleware
 
 
-@override_settings(MIDDLEWARE=["tests.test_endpoint.reads_form_data"])
+@override_settings(MIDDLEWARE=["tests.endpoint.test_endpoint.reads_form_data"])
 def test_body_consumed_by_a_middleware_gets_400_not_413() -> None:
     response = Client(enforce_csrf_checks=True).post(ENDPOINT, {"task": "tests.tasks.add"})
     assert response.status_code == 400

@@ -30,7 +30,7 @@ from cloudtask.models import LocalQueue, LocalTask
 from cloudtask.queues import check_queues
 from cloudtask.signing import SIGNATURE_HEADER
 from tests import tasks
-from tests.test_worker import T0, FakeClock, ScriptedServer, drain
+from tests.support.worker import T0, FakeClock, ScriptedServer, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

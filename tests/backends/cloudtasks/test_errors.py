@@ -29,13 +29,7 @@ from cloudtask.backends import override_backend
 from cloudtask.backends.cloudtasks import CloudTasksBackend
 from cloudtask.task_ids import make_task_id
 from tests import tasks
-from tests.emulator import (  # noqa: F401  (fixtures are found by their name)
-    LOCATION_PATH,
-    Emulator,
-    emulator_fixture,
-    emulator_server_fixture,
-    queue_path,
-)
+from tests.support.emulator import LOCATION_PATH, Emulator, queue_path
 
 pytestmark = pytest.mark.slow
 

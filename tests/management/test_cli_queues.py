@@ -17,11 +17,12 @@ from django.test import override_settings
 
 import cloudtask
 from cloudtask import conf
-from tests import helpers, tasks
+from tests import tasks
+from tests.support import REPO_ROOT, helpers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT
 CLOSED = "http://127.0.0.1:9/_tasks/"  # the discard port: nothing listens
 
 

@@ -14,13 +14,12 @@ from django.test import override_settings
 from cloudtask import conf
 from cloudtask.models import LocalTask
 from tests import tasks
-from tests.test_worker import static_url  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def endpoint(static_url: None, live_server: Any) -> Iterator[str]:  # noqa: F811
+def endpoint(static_url: None, live_server: Any) -> Iterator[str]:
     url = live_server.url + "/_tasks/"
     settings = {
         "BACKEND": conf.LOCAL_BACKEND,
