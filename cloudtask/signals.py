@@ -3,7 +3,8 @@
 Every signal's sender is the task definition (``cloudtask.Task``) and carries ``call_id``.
 
 - ``task_pushed(task, call_id, handle, call, duration_ms)``: after a backend accepted a
-  push; ``call`` is the TaskCall (``call.arguments`` gives its args and kwargs).
+  push, whichever kind (``request.retry()`` copies and ``on_failure`` pushes included);
+  ``call`` is the TaskCall (``call.arguments`` gives its args and kwargs).
 - ``task_started(task, call_id, request, delay_ms)``: before the function runs; ``delay_ms``
   is how long after its ETA (``X-CloudTasks-TaskETA``) the attempt started, None without one.
 - ``task_succeeded(task, call_id, request, result, duration_ms)``

@@ -30,6 +30,27 @@ def test_valid_request_runs_the_function_and_answers_200() -> None:
     assert tasks.calls == [("add", (2, 3))]
 
 
+@pytest.mark.parametrize(
+    ("body", "signature", "status", "outcome"),
+    [
+        (envelope(), "auto", 200, "success"),
+        (envelope(task="tests.tasks.fails_with_value_error", kwargs={}), "auto", 500, "failed"),
+        (envelope(task="tests.tasks.rejects", kwargs={}), "auto", 200, "failed"),
+        (envelope(task="tests.tasks.retries_itself", kwargs={}), "auto", 200, "retrying"),
+        (envelope(), "v1=" + "0" * 64, 403, "error"),
+        (b"{", "auto", 400, "error"),
+    ],
+)
+def test_every_answer_names_its_outcome_in_a_header(
+    body: bytes, signature: str, status: int, outcome: str
+) -> None:
+    with capture_tasks():  # where the retry copy and the on_failure call go
+        response = post(body, signature=signature)
+    assert response.status_code == status
+    # The header says what the body's "status" says, so a client need not parse the body.
+    assert response["X-CloudTask-Outcome"] == response.json()["status"] == outcome
+
+
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
 def test_other_methods_get_405(method: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="cloudtask"):

@@ -31,7 +31,8 @@ class ScriptedServer:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.answers: list[tuple[int, dict[str, str]]] = []
+        #: (status, headers) or (status, headers, body) per request; then 200 "ok".
+        self.answers: list[tuple[Any, ...]] = []
         self.delay = 0.0
         self.active = 0
         self.max_active = 0
@@ -47,16 +48,18 @@ class ScriptedServer:
                     server.requests.append(
                         {"headers": dict(self.headers), "body": body, "at": time.monotonic()}
                     )
-                    status, headers = server.answers.pop(0) if server.answers else (200, {})
+                    answer = server.answers.pop(0) if server.answers else (200, {})
+                status, headers, *rest = answer
+                content = rest[0] if rest else b"ok"
                 time.sleep(server.delay)
                 with server._lock:
                     server.active -= 1
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(content)
 
             def log_message(self, *args: Any) -> None:
                 pass

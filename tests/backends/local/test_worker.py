@@ -242,6 +242,23 @@ def test_worker_concurrency_caps_all_queues(scripted: ScriptedServer) -> None:
     assert len(scripted.requests) == 8
 
 
+def test_a_2xx_whose_outcome_header_says_failed_is_kept_as_failed(
+    scripted: ScriptedServer,
+) -> None:
+    gave_up = b'{"status":"failed","error":"Reject","reason":"rejected","id":"c"}'
+    scripted.answers = [
+        (200, {"X-CloudTask-Outcome": "failed"}, gave_up),
+        # The body alone decides nothing: only the endpoint's header says it gave up.
+        (200, {}, gave_up),
+    ]
+    first, second = tasks.noop().delay(), tasks.noop().delay()
+    worker = Worker(concurrency=1)
+    drain(worker)
+    assert (row(first.name).status, row(first.name).retry_reason) == ("failed", "gave up")
+    assert (row(second.name).status, row(second.name).retry_reason) == ("succeeded", "")
+    assert (worker.summary.failed, worker.summary.succeeded) == (1, 1)
+
+
 def test_paused_queue_is_not_delivered_until_resumed(scripted: ScriptedServer) -> None:
     tasks.noop().delay()
     email = tasks.send_email(to="x@example.com").delay()
