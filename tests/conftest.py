@@ -6,8 +6,9 @@ import pytest
 
 from tests import tasks
 
-# The Cloud Tasks emulator's fixtures (emulator, quiet_emulator, task_endpoint, ...).
-pytest_plugins = ["tests.support.emulator"]
+# Shared fixtures: the Cloud Tasks emulator's (emulator, quiet_emulator, task_endpoint, ...)
+# and OIDC's (certs_server, development_key_dir).
+pytest_plugins = ["tests.support.emulator", "tests.support.oidc"]
 
 
 @pytest.fixture(autouse=True)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from django.test import Client, override_settings
+from django.test import override_settings
 
 from cloudtask import ConfigurationError, oidc
 from cloudtask.backends.base import BaseBackend
@@ -16,48 +13,17 @@ from cloudtask.backends.cloudtasks import CloudTasksBackend
 from cloudtask.backends.immediate import ImmediateBackend
 from cloudtask.backends.local import LocalBackend
 from cloudtask.checks import check_deploy, check_settings
-from cloudtask.oidc import devkey
-from cloudtask.testing import capture_tasks
 from tests import tasks
-from tests.support.oidc import AUDIENCE, SERVICE_ACCOUNT, CertsServer, make_key
+from tests.support.oidc import AUDIENCE, SERVICE_ACCOUNT, CertsServer, oidc_settings, post
 
 SUPPORT = "tests.support.backends"
-CLOUD = {"PROJECT": "my-project", "LOCATION": "europe-west6", "URL": AUDIENCE}
+PLACE = {"PROJECT": "my-project", "LOCATION": "europe-west6"}
+CLOUD = {**PLACE, "URL": AUDIENCE}
 
 
 @pytest.fixture(autouse=True)
-def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The development key file goes to a directory of this test's own.
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    devkey.development_key.cache_clear()
-
-
-@pytest.fixture
-def certs() -> Iterator[CertsServer]:
-    with CertsServer([make_key("k1")]) as running:
-        yield running
-
-
-def oidc_settings(backend: str, certs: CertsServer) -> dict[str, Any]:
-    return {
-        **CLOUD,
-        "BACKEND": backend,
-        "SAE": SERVICE_ACCOUNT,
-        "OIDC": {"CERTS_URL": certs.url},
-    }
-
-
-def post_with_development_token() -> Any:
-    """POST a signed call with a development token, outside any capture_tasks() block."""
-    with capture_tasks() as captured:
-        tasks.record_request().delay()
-    token = oidc.development_token(AUDIENCE, SERVICE_ACCOUNT)
-    request = captured[0].http_request
-    headers = {**request.headers, "Authorization": f"Bearer {token}"}
-    content_type = headers.pop("Content-Type")
-    return Client(enforce_csrf_checks=True).post(
-        captured[0].path, request.body, content_type=content_type, headers=headers
-    )
+def _private_key_dir(development_key_dir: Path) -> None:
+    """Keep the development key file in a directory of this test's own."""
 
 
 def test_what_each_backend_declares() -> None:
@@ -74,23 +40,27 @@ def test_what_each_backend_declares() -> None:
 
 
 def test_a_subclass_of_the_local_backend_keeps_development_token_trust(
-    certs: CertsServer,
+    certs_server: CertsServer,
 ) -> None:
-    with override_settings(CLOUDTASK=oidc_settings(f"{SUPPORT}.TracedLocalBackend", certs)):
+    with override_settings(
+        CLOUDTASK=oidc_settings(f"{SUPPORT}.TracedLocalBackend", certs_server, **PLACE)
+    ):
         assert oidc.settings().trust_development_key is True
-        response = post_with_development_token()
+        response = post(oidc.development_token(AUDIENCE, SERVICE_ACCOUNT))
     assert response.status_code == 200
     [(_, request)] = tasks.calls
     assert request.oidc_email == SERVICE_ACCOUNT
-    assert certs.fetches == 0  # a development key id never sends the verifier to Google
+    assert certs_server.fetches == 0  # a development key id never sends the verifier to Google
 
 
 def test_a_subclass_of_the_cloud_tasks_backend_does_not_trust_development_tokens(
-    certs: CertsServer,
+    certs_server: CertsServer,
 ) -> None:
-    with override_settings(CLOUDTASK=oidc_settings(f"{SUPPORT}.TracedCloudTasksBackend", certs)):
+    with override_settings(
+        CLOUDTASK=oidc_settings(f"{SUPPORT}.TracedCloudTasksBackend", certs_server, **PLACE)
+    ):
         assert oidc.settings().trust_development_key is False
-        response = post_with_development_token()
+        response = post(oidc.development_token(AUDIENCE, SERVICE_ACCOUNT))
     assert response.status_code == 403
     assert tasks.calls == []
 
@@ -134,8 +104,8 @@ def test_a_production_backend_is_not_flagged() -> None:
         assert check_deploy() == []
 
 
-def test_the_default_oidc_audience_comes_from_the_backend(certs: CertsServer) -> None:
-    settings = oidc_settings(f"{SUPPORT}.TracedLocalBackend", certs)
+def test_the_default_oidc_audience_comes_from_the_backend(certs_server: CertsServer) -> None:
+    settings = oidc_settings(f"{SUPPORT}.TracedLocalBackend", certs_server, **PLACE)
     del settings["URL"]
     with override_settings(CLOUDTASK=settings):
         assert oidc.settings().audience == "http://127.0.0.1:8000/_tasks/"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -27,19 +26,13 @@ class Clock:
 
 
 @pytest.fixture
-def server() -> Iterator[CertsServer]:
-    with CertsServer([make_key("k1")]) as running:
-        yield running
-
-
-@pytest.fixture
 def clock() -> Clock:
     return Clock()
 
 
 @pytest.fixture
-def cache(server: CertsServer, clock: Clock) -> certs.CertificateCache:
-    return certs.CertificateCache(server.url, clock=clock)
+def cache(certs_server: CertsServer, clock: Clock) -> certs.CertificateCache:
+    return certs.CertificateCache(certs_server.url, clock=clock)
 
 
 def test_certificates_are_parsed_into_verifiers_that_check_signatures(
@@ -65,31 +58,31 @@ def test_certificates_are_parsed_into_verifiers_that_check_signatures(
     ],
 )
 def test_the_set_is_kept_for_max_age_within_bounds(
-    server: CertsServer,
+    certs_server: CertsServer,
     cache: certs.CertificateCache,
     clock: Clock,
     cache_control: str,
     lifetime: int,
 ) -> None:
-    server.cache_control = cache_control
+    certs_server.cache_control = cache_control
     assert cache.verifier("k1") is not None
     clock.now += lifetime - 1
     assert cache.verifier("k1") is not None
-    assert server.fetches == 1
+    assert certs_server.fetches == 1
     clock.now += 2
     assert cache.verifier("k1") is not None
-    assert server.fetches == 2
+    assert certs_server.fetches == 2
 
 
 def test_age_header_shortens_the_lifetime(
-    server: CertsServer, cache: certs.CertificateCache, clock: Clock
+    certs_server: CertsServer, cache: certs.CertificateCache, clock: Clock
 ) -> None:
-    server.cache_control = "public, max-age=600"
-    server.extra_headers = {"Age": "400"}
+    certs_server.cache_control = "public, max-age=600"
+    certs_server.extra_headers = {"Age": "400"}
     cache.verifier("k1")
     clock.now += 201
     cache.verifier("k1")
-    assert server.fetches == 2
+    assert certs_server.fetches == 2
 
 
 @pytest.mark.parametrize(
@@ -110,59 +103,59 @@ def test_max_age_parsing(headers: dict[str, str], expected: float) -> None:
 
 
 def test_unknown_kid_refetches_at_most_once_per_interval(
-    server: CertsServer, cache: certs.CertificateCache, clock: Clock
+    certs_server: CertsServer, cache: certs.CertificateCache, clock: Clock
 ) -> None:
     cache.verifier("k1")
     assert [cache.verifier(f"random-{n}") for n in range(50)] == [None] * 50
-    assert server.fetches == 1  # the set was fetched less than 30 s ago
+    assert certs_server.fetches == 1  # the set was fetched less than 30 s ago
     clock.now += certs.REFETCH_INTERVAL
     assert [cache.verifier(f"random-{n}") for n in range(50)] == [None] * 50
-    assert server.fetches == 2
+    assert certs_server.fetches == 2
 
 
 def test_a_rotated_key_is_found_by_one_early_refetch(
-    server: CertsServer, cache: certs.CertificateCache, clock: Clock
+    certs_server: CertsServer, cache: certs.CertificateCache, clock: Clock
 ) -> None:
     cache.verifier("k1")
-    server.keys = [make_key("k1"), make_key("k2")]
+    certs_server.keys = [make_key("k1"), make_key("k2")]
     clock.now += certs.REFETCH_INTERVAL
     assert cache.verifier("k2") is not None
     assert cache.verifier("k1") is not None
-    assert server.fetches == 2
+    assert certs_server.fetches == 2
 
 
 def test_nothing_cached_and_endpoint_down_raises_and_retries_later(
-    server: CertsServer, cache: certs.CertificateCache, clock: Clock
+    certs_server: CertsServer, cache: certs.CertificateCache, clock: Clock
 ) -> None:
-    server.failing = True
+    certs_server.failing = True
     with pytest.raises(CertificatesUnavailable) as raised:
         cache.verifier("k1")
     assert raised.value.status == 503
     with pytest.raises(CertificatesUnavailable):
         cache.verifier("k1")
-    assert server.fetches == 1  # no second attempt within the retry interval
-    server.failing = False
+    assert certs_server.fetches == 1  # no second attempt within the retry interval
+    certs_server.failing = False
     clock.now += certs.RETRY_INTERVAL
     assert cache.verifier("k1") is not None
-    assert server.fetches == 2
+    assert certs_server.fetches == 2
 
 
 def test_stale_set_is_used_within_the_grace_period_only(
-    server: CertsServer, cache: certs.CertificateCache, clock: Clock
+    certs_server: CertsServer, cache: certs.CertificateCache, clock: Clock
 ) -> None:
-    server.cache_control = "max-age=600"
+    certs_server.cache_control = "max-age=600"
     cache.verifier("k1")
-    server.failing = True
+    certs_server.failing = True
     clock.now += 600
     assert cache.verifier("k1") is not None
-    assert server.fetches == 2
+    assert certs_server.fetches == 2
     clock.now += certs.STALE_GRACE - 1
     assert cache.verifier("k1") is not None
-    assert server.fetches == 3
+    assert certs_server.fetches == 3
     clock.now += 1
     with pytest.raises(CertificatesUnavailable):
         cache.verifier("k1")
-    server.failing = False
+    certs_server.failing = False
     clock.now += certs.RETRY_INTERVAL
     assert cache.verifier("k1") is not None
 
@@ -178,33 +171,33 @@ def test_stale_set_is_used_within_the_grace_period_only(
     ],
 )
 def test_bad_documents_are_fetch_failures(
-    server: CertsServer,
+    certs_server: CertsServer,
     cache: certs.CertificateCache,
     caplog: pytest.LogCaptureFixture,
     body: bytes,
     reason: str,
 ) -> None:
-    server.body = body
+    certs_server.body = body
     with pytest.raises(CertificatesUnavailable):
         cache.verifier("k1")
-    assert f"certs_fetch=failed url={server.url} serving_stale=false reason=" in caplog.text
+    assert f"certs_fetch=failed url={certs_server.url} serving_stale=false reason=" in caplog.text
     assert reason in caplog.text
 
 
 def test_one_bad_entry_does_not_hide_the_good_ones(
-    server: CertsServer, cache: certs.CertificateCache
+    certs_server: CertsServer, cache: certs.CertificateCache
 ) -> None:
     document = {"bad": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}
     document["k1"] = make_key("k1").certificate_pem
-    server.body = json.dumps(document).encode()
+    certs_server.body = json.dumps(document).encode()
     assert cache.verifier("k1") is not None
     assert cache.verifier("bad") is None
 
 
 def test_concurrent_cold_start_fetches_once(
-    server: CertsServer, cache: certs.CertificateCache
+    certs_server: CertsServer, cache: certs.CertificateCache
 ) -> None:
-    server.delay = 0.2
+    certs_server.delay = 0.2
     barrier = threading.Barrier(16, timeout=10)
 
     def verify(_: int) -> bool:
@@ -213,30 +206,30 @@ def test_concurrent_cold_start_fetches_once(
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         assert list(pool.map(verify, range(16), timeout=30)) == [True] * 16
-    assert server.fetches == 1
+    assert certs_server.fetches == 1
 
 
 def test_stale_set_is_served_while_another_thread_refetches(
-    server: CertsServer, cache: certs.CertificateCache, clock: Clock
+    certs_server: CertsServer, cache: certs.CertificateCache, clock: Clock
 ) -> None:
     cache.verifier("k1")
     clock.now += 3600  # expired
-    server.delay = 1.0
+    certs_server.delay = 1.0
     refetch = threading.Thread(target=cache.verifier, args=("k1",))
     refetch.start()
     deadline = time.monotonic() + 5
-    while server.fetches < 2 and time.monotonic() < deadline:
+    while certs_server.fetches < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert server.fetches == 2  # the other thread is inside the slow fetch
+    assert certs_server.fetches == 2  # the other thread is inside the slow fetch
     started = time.monotonic()
     assert cache.verifier("k1") is not None
     assert time.monotonic() - started < 0.5  # answered from the stale set, no waiting
     refetch.join(timeout=10)
-    assert server.fetches == 2
+    assert certs_server.fetches == 2
 
 
-def test_the_process_wide_caches_reset_when_settings_change(server: CertsServer) -> None:
-    first = certs.cache_for(server.url)
-    assert certs.cache_for(server.url) is first
+def test_the_process_wide_caches_reset_when_settings_change(certs_server: CertsServer) -> None:
+    first = certs.cache_for(certs_server.url)
+    assert certs.cache_for(certs_server.url) is first
     with override_settings(CLOUDTASK={"QUEUE": "other"}):
-        assert certs.cache_for(server.url) is not first
+        assert certs.cache_for(certs_server.url) is not first

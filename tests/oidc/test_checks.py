@@ -1,7 +1,8 @@
-"""OIDC settings: the required rule, defaults, validation and the system checks E02x/W02x."""
+"""The OIDC settings and their system checks: E020-E026, W020-W022 and, for tasks, W023."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -11,34 +12,67 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from cloudtask import ConfigurationError, conf, oidc
-from cloudtask.checks import check_oidc, check_oidc_deploy
+from cloudtask import CloudTaskRequest, ConfigurationError, conf, oidc, task
+from cloudtask.checks import check_oidc, check_oidc_deploy, check_task_tokens
+from cloudtask.registry import registry
+from tests.support.oidc import AUDIENCE, SERVICE_ACCOUNT
 
-SAE = "invoker@my-project.iam.gserviceaccount.com"
 CLOUD = {
     "PROJECT": "my-project",
     "LOCATION": "europe-west6",
-    "URL": "https://app.example.com/_tasks/",
-    "SAE": SAE,
+    "URL": AUDIENCE,
+    "SAE": SERVICE_ACCOUNT,
 }
 IMMEDIATE = {"BACKEND": conf.IMMEDIATE_BACKEND}
+HINT = (
+    "Cloud Tasks adds an OIDC token only to HTTP targets with auth='oidc' (the default), "
+    "minted for CLOUDTASK['SAE']; the local queue and capture_tasks() do the same."
+)
 
 
 def ids(messages: list[Any]) -> list[str]:
     return [m.id for m in messages]
 
 
+def texts(messages: list[Any]) -> list[tuple[str, str]]:
+    return [(m.id, m.msg) for m in messages]
+
+
+def job(request: CloudTaskRequest) -> None:
+    """A task body; each test registers it under the names and options it needs."""
+
+
+@pytest.fixture
+def empty_registry() -> Iterator[None]:
+    """No task registered during the test; the registry is restored afterwards."""
+    with registry.isolated():
+        for name in list(registry):
+            registry.unregister(name)
+        yield
+
+
+@pytest.fixture
+def only_these_tasks(empty_registry: None) -> None:
+    """One task for each way Cloud Tasks may send it, and one sent elsewhere."""
+    task(name="checks.with_oidc")(job)
+    task(name="checks.no_auth", auth=None)(job)
+    task(name="checks.oauth", auth="oauth")(job)
+    task(name="checks.gae", app_engine={"service": "worker"})(job)
+    # Sent elsewhere: that receiver decides what it requires.
+    task(name="checks.partner", auth=None, url="https://partner.example.com/hook")(job)
+
+
 @pytest.mark.parametrize(
     ("cloudtask", "required"),
     [
         ({}, False),
-        ({"SAE": SAE}, True),
+        ({"SAE": SERVICE_ACCOUNT}, True),
         ({"OIDC": {}}, True),
         ({"OIDC": {"AUDIENCE": "https://a.example/"}}, True),
-        ({"SAE": SAE, "OIDC": {"REQUIRED": False}}, False),
+        ({"SAE": SERVICE_ACCOUNT, "OIDC": {"REQUIRED": False}}, False),
         ({"OIDC": {"REQUIRED": True}}, True),
-        ({"SAE": SAE, "OIDC": {"REQUIRED": "no"}}, True),  # malformed: fails closed
-        ({"SAE": SAE, "OIDC": {"REQUIRED": None}}, True),
+        ({"SAE": SERVICE_ACCOUNT, "OIDC": {"REQUIRED": "no"}}, True),  # malformed: fails closed
+        ({"SAE": SERVICE_ACCOUNT, "OIDC": {"REQUIRED": None}}, True),
         ({"OIDC": "yes"}, True),
     ],
 )
@@ -52,7 +86,7 @@ def test_defaults() -> None:
         resolved = oidc.settings()
     assert resolved == oidc.OidcSettings(
         audience="https://app.example.com/_tasks/",
-        service_accounts=(SAE,),
+        service_accounts=(SERVICE_ACCOUNT,),
         issuers=("https://accounts.google.com", "accounts.google.com"),
         certs_url="https://www.googleapis.com/oauth2/v1/certs",
         clock_skew=10.0,
@@ -113,7 +147,7 @@ def test_the_test_settings_and_a_complete_configuration_are_clean() -> None:
         ({**CLOUD, "OIDC": {"AUDIENCE": "/_tasks/"}}, "cloudtask.E021", "absolute http(s) URL"),
         ({**CLOUD, "OIDC": {"AUDIENCE": 5}}, "cloudtask.E021", "must be a string URL"),
         (
-            {"PROJECT": "p", "LOCATION": "l", "SAE": SAE},
+            {"PROJECT": "p", "LOCATION": "l", "SAE": SERVICE_ACCOUNT},
             "cloudtask.E021",
             "OIDC verification needs the token audience",
         ),
@@ -128,7 +162,7 @@ def test_the_test_settings_and_a_complete_configuration_are_clean() -> None:
             "must be a non-empty list of non-empty strings",
         ),
         (
-            {**CLOUD, "OIDC": {"SERVICE_ACCOUNTS": SAE}},
+            {**CLOUD, "OIDC": {"SERVICE_ACCOUNTS": SERVICE_ACCOUNT}},
             "cloudtask.E022",
             "must be a list of strings, not str",
         ),
@@ -185,7 +219,81 @@ def test_check_command_reports_oidc_errors() -> None:
 @pytest.mark.django_db  # model checks ask SQLite whether it supports JSONField
 def test_check_deploy_command_reports_oidc_warnings() -> None:
     out = StringIO()
-    insecure = {**IMMEDIATE, "SAE": SAE, "URL": "http://app.example.com/_tasks/"}
+    insecure = {**IMMEDIATE, "SAE": SERVICE_ACCOUNT, "URL": "http://app.example.com/_tasks/"}
     with override_settings(CLOUDTASK=insecure):
         call_command("check", "--deploy", stdout=out, stderr=out, fail_level="ERROR")
     assert "cloudtask.W020" in out.getvalue()
+
+
+# cloudtask.W023: tasks Cloud Tasks would send to this endpoint without the token it needs.
+
+
+@pytest.mark.usefixtures("only_these_tasks")
+def test_tasks_without_an_oidc_token_are_reported() -> None:
+    with override_settings(CLOUDTASK=CLOUD):
+        messages = check_task_tokens()
+    refused = "but the endpoint requires OIDC tokens: its requests would be refused with 403."
+    assert texts(messages) == [
+        (
+            "cloudtask.W023",
+            "Task 'checks.gae' is sent to the task endpoint as an App Engine task, which "
+            f"carries no OIDC token, {refused}",
+        ),
+        (
+            "cloudtask.W023",
+            f"Task 'checks.no_auth' is sent to the task endpoint without a token (auth=None), "
+            f"{refused}",
+        ),
+        (
+            "cloudtask.W023",
+            "Task 'checks.oauth' is sent to the task endpoint with an OAuth access token "
+            f"(auth='oauth'), not an OIDC token, {refused}",
+        ),
+    ]
+    assert {m.hint for m in messages} == {HINT}
+
+
+@pytest.mark.usefixtures("only_these_tasks")
+@pytest.mark.parametrize(
+    "cloudtask",
+    [
+        IMMEDIATE,  # OIDC not required
+        {**CLOUD, "OIDC": {"REQUIRED": False}},
+    ],
+)
+def test_nothing_is_reported_when_oidc_is_not_required(cloudtask: dict[str, Any]) -> None:
+    with override_settings(CLOUDTASK=cloudtask):
+        assert check_task_tokens() == []
+
+
+@pytest.mark.usefixtures("only_these_tasks")
+def test_required_without_sae_is_reported_once() -> None:
+    settings = {
+        "BACKEND": conf.LOCAL_BACKEND,
+        "OIDC": {"SERVICE_ACCOUNTS": [SERVICE_ACCOUNT]},
+    }
+    with override_settings(CLOUDTASK=settings):
+        messages = check_task_tokens()
+    assert texts(messages) == [
+        (
+            "cloudtask.W023",
+            "OIDC tokens are required, but CLOUDTASK['SAE'] is not set, so Cloud Tasks sends "
+            "none: every request to the task endpoint would be refused with 403.",
+        )
+    ]
+
+
+@pytest.mark.usefixtures("empty_registry")
+def test_only_oidc_tasks_are_clean() -> None:
+    task(name="checks.with_oidc")(job)
+    with override_settings(CLOUDTASK=CLOUD):
+        assert check_task_tokens() == []
+
+
+@pytest.mark.django_db  # model checks ask SQLite whether it supports JSONField
+@pytest.mark.usefixtures("only_these_tasks")
+def test_check_command_reports_tasks_without_a_token() -> None:
+    out = StringIO()
+    with override_settings(CLOUDTASK=CLOUD):
+        call_command("check", stdout=out, stderr=out)
+    assert "(cloudtask.W023) Task 'checks.no_auth' is sent to the task endpoint" in out.getvalue()

@@ -1,4 +1,4 @@
-"""OIDC on the endpoint: real RSA-signed tokens, a real certificates server, the real view."""
+"""Verifying tokens on the endpoint: claims, signatures, headers, algorithms, the 503 paths."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.test import Client, override_settings
 from freezegun import freeze_time
 
-from cloudtask import conf
-from cloudtask.backends.capture import CapturedTask
-from cloudtask.testing import capture_tasks
+from cloudtask import conf, signing
 from tests import tasks
 from tests.support.oidc import (
     AUDIENCE,
@@ -25,9 +23,13 @@ from tests.support.oidc import (
     CertsServer,
     Key,
     alg_none,
+    captured_request,
     flip_signature_bit,
     hs256_with_public_key,
     make_key,
+    oidc_settings,
+    post,
+    request_arguments,
     sign,
     tamper_payload,
 )
@@ -41,50 +43,14 @@ GENERIC_403 = {
 
 @pytest.fixture
 def key() -> Key:
+    """The key whose certificate the certs_server fixture publishes."""
     return make_key("k1")
 
 
-@pytest.fixture
-def server(key: Key) -> Iterator[CertsServer]:
-    with CertsServer([key]) as running:
-        yield running
-
-
 @pytest.fixture(autouse=True)
-def _oidc_settings(server: CertsServer) -> Iterator[None]:
-    settings = {
-        "BACKEND": conf.IMMEDIATE_BACKEND,
-        "SAE": SERVICE_ACCOUNT,
-        "URL": AUDIENCE,
-        "OIDC": {"CERTS_URL": server.url},
-    }
-    with override_settings(CLOUDTASK=settings):
+def _oidc_settings(certs_server: CertsServer) -> Iterator[None]:
+    with override_settings(CLOUDTASK=oidc_settings(conf.IMMEDIATE_BACKEND, certs_server)):
         yield
-
-
-def captured_request() -> CapturedTask:
-    """Return a signed request for tests.tasks.record_request, as Cloud Tasks would send it."""
-    with capture_tasks() as captured:
-        tasks.record_request().delay()
-    return captured[0]
-
-
-def post(token: str | None = None, *, authorization: str | None = None) -> Any:
-    """POST a signed task request with ``Authorization: Bearer <token>`` through the view."""
-    request = captured_request()
-    headers = dict(request.http_request.headers)
-    content_type = headers.pop("Content-Type")
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    if authorization is not None:
-        headers["Authorization"] = authorization
-    return Client(enforce_csrf_checks=True).post(
-        request.path,
-        request.http_request.body,
-        content_type=content_type,
-        headers=headers,
-        secure=True,
-    )
 
 
 def assert_refused(response: Any, caplog: pytest.LogCaptureFixture, reason: str) -> None:
@@ -167,8 +133,8 @@ def test_token_issued_in_the_future_is_refused_past_the_clock_skew(
         assert_refused(post(sign(key, iat=now + 11)), caplog, "issued in the future")
 
 
-def test_clock_skew_is_configurable(key: Key, server: CertsServer) -> None:
-    oidc = {"CERTS_URL": server.url, "CLOCK_SKEW": 0}
+def test_clock_skew_is_configurable(key: Key, certs_server: CertsServer) -> None:
+    oidc = {"CERTS_URL": certs_server.url, "CLOCK_SKEW": 0}
     with (
         override_settings(CLOUDTASK={**conf.user_settings(), "OIDC": oidc}),
         freeze_time("2026-01-01 12:00:00") as frozen,
@@ -289,14 +255,14 @@ def test_two_authorization_headers_through_a_real_wsgi_server(key: Key) -> None:
 
 
 def test_certs_endpoint_down_with_nothing_cached_answers_503(
-    key: Key, server: CertsServer, caplog: pytest.LogCaptureFixture
+    key: Key, certs_server: CertsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server.failing = True
+    certs_server.failing = True
     response = post(sign(key))
     assert response.status_code == 503
     assert response.json()["error"] == "certificates-unavailable"
     assert tasks.calls == []
-    assert server.fetches == 1
+    assert certs_server.fetches == 1
     assert "certs_fetch=failed" in caplog.text
     assert "reason=HTTP 503" in caplog.text
 
@@ -309,66 +275,59 @@ def test_certs_endpoint_unreachable_answers_503(key: Key) -> None:
 
 
 def test_stale_certificates_are_served_while_the_endpoint_is_down(
-    key: Key, server: CertsServer
+    key: Key, certs_server: CertsServer
 ) -> None:
     with freeze_time("2026-01-01 12:00:00") as frozen:
         assert post(sign(key)).status_code == 200
-        server.failing = True
+        certs_server.failing = True
         frozen.tick(3600 + 1)  # past max-age=3600: the set is stale
         assert post(sign(key)).status_code == 200
-        assert server.fetches == 2  # one failed refetch, then the stale set was used
+        assert certs_server.fetches == 2  # one failed refetch, then the stale set was used
         frozen.tick(7 * 3600)  # past the grace period too
         assert post(sign(key)).status_code == 503
-        assert server.fetches == 3
+        assert certs_server.fetches == 3
 
 
 def test_thousand_verified_requests_fetch_the_certificates_once(
-    key: Key, server: CertsServer
+    key: Key, certs_server: CertsServer
 ) -> None:
-    token = sign(key)
-    request = captured_request()
-    headers = dict(request.http_request.headers)
-    content_type = headers.pop("Content-Type")
-    headers["Authorization"] = f"Bearer {token}"
+    arguments = request_arguments(f"Bearer {sign(key)}")
     client = Client(enforce_csrf_checks=True)
-    statuses = [
-        client.post(
-            request.path, request.http_request.body, content_type=content_type, headers=headers
-        ).status_code
-        for _ in range(1000)
-    ]
+    statuses = [client.post(**arguments).status_code for _ in range(1000)]
     assert statuses == [200] * 1000
     assert len(tasks.calls) == 1000
-    assert server.fetches == 1
+    assert certs_server.fetches == 1
 
 
-def test_key_rotation_costs_exactly_one_extra_fetch(key: Key, server: CertsServer) -> None:
+def test_key_rotation_costs_exactly_one_extra_fetch(key: Key, certs_server: CertsServer) -> None:
     rotated = make_key("k2")
     with freeze_time("2026-01-01 12:00:00") as frozen:
         assert post(sign(key)).status_code == 200
-        server.keys = [key, rotated]  # Google publishes the new key
+        certs_server.keys = [key, rotated]  # Google publishes the new key
         frozen.tick(31)
         assert post(sign(rotated)).status_code == 200
-        assert server.fetches == 2
+        assert certs_server.fetches == 2
         statuses = {post(sign(k)).status_code for k in (key, rotated) * 20}
         assert statuses == {200}
-        assert server.fetches == 2
+        assert certs_server.fetches == 2
 
 
-def test_random_kids_cannot_make_us_hammer_the_endpoint(key: Key, server: CertsServer) -> None:
+def test_random_kids_cannot_make_us_hammer_the_endpoint(
+    key: Key, certs_server: CertsServer
+) -> None:
     sprayed = [make_key(f"spray-{n}") for n in range(3)]
     with freeze_time("2026-01-01 12:00:00") as frozen:
         assert post(sign(key)).status_code == 200
         frozen.tick(31)
         statuses = [post(sign(sprayed[n % 3])).status_code for n in range(30)]
         assert statuses == [403] * 30
-        assert server.fetches == 2  # one early refetch, then rate-limited
+        assert certs_server.fetches == 2  # one early refetch, then rate-limited
         frozen.tick(29)
         assert post(sign(sprayed[0])).status_code == 403
-        assert server.fetches == 2
+        assert certs_server.fetches == 2
         frozen.tick(1)
         assert post(sign(sprayed[0])).status_code == 403
-        assert server.fetches == 3
+        assert certs_server.fetches == 3
 
 
 def test_tokens_are_never_logged_or_returned(key: Key, caplog: pytest.LogCaptureFixture) -> None:
@@ -387,17 +346,17 @@ def test_in_process_deliveries_need_no_token() -> None:
     assert request.oidc_email is None
 
 
-def test_required_false_turns_verification_off(server: CertsServer) -> None:
-    oidc = {"CERTS_URL": server.url, "REQUIRED": False}
+def test_required_false_turns_verification_off(certs_server: CertsServer) -> None:
+    oidc = {"CERTS_URL": certs_server.url, "REQUIRED": False}
     with override_settings(CLOUDTASK={**conf.user_settings(), "OIDC": oidc}):
         assert post().status_code == 200
         [(_, request)] = tasks.calls
         assert request.oidc_email is None
-    assert server.fetches == 0
+    assert certs_server.fetches == 0
 
 
-def test_oidc_dict_alone_requires_tokens(key: Key, server: CertsServer) -> None:
-    oidc = {"CERTS_URL": server.url, "SERVICE_ACCOUNTS": ["a@x.iam.gserviceaccount.com"]}
+def test_oidc_dict_alone_requires_tokens(key: Key, certs_server: CertsServer) -> None:
+    oidc = {"CERTS_URL": certs_server.url, "SERVICE_ACCOUNTS": ["a@x.iam.gserviceaccount.com"]}
     with override_settings(
         CLOUDTASK={"BACKEND": conf.IMMEDIATE_BACKEND, "URL": AUDIENCE, "OIDC": oidc}
     ):
@@ -406,14 +365,9 @@ def test_oidc_dict_alone_requires_tokens(key: Key, server: CertsServer) -> None:
 
 
 def test_hmac_is_still_required_with_a_valid_token(key: Key) -> None:
-    request = captured_request()
-    headers = dict(request.http_request.headers)
-    content_type = headers.pop("Content-Type")
-    headers["X-CloudTask-Signature"] = "v1=" + "0" * 64
-    headers["Authorization"] = f"Bearer {sign(key)}"
-    response = Client(enforce_csrf_checks=True).post(
-        request.path, request.http_request.body, content_type=content_type, headers=headers
-    )
+    arguments = request_arguments(f"Bearer {sign(key)}")
+    arguments["headers"][signing.SIGNATURE_HEADER] = "v1=" + "0" * 64
+    response = Client(enforce_csrf_checks=True).post(**arguments)
     assert response.status_code == 403
     assert response.json()["detail"] == "signature does not match"
 
@@ -427,9 +381,9 @@ def test_required_without_service_accounts_answers_503_misconfigured(key: Key) -
     assert response.json() == {"status": "error", "error": "misconfigured"}
 
 
-def test_audience_setting_is_used(key: Key, server: CertsServer) -> None:
+def test_audience_setting_is_used(key: Key, certs_server: CertsServer) -> None:
     audience = "https://tasks.example.com/"
-    oidc = {"CERTS_URL": server.url, "AUDIENCE": audience}
+    oidc = {"CERTS_URL": certs_server.url, "AUDIENCE": audience}
     with override_settings(CLOUDTASK={**conf.user_settings(), "OIDC": oidc}):
         assert post(sign(key, aud=audience)).status_code == 200
         assert post(sign(key)).status_code == 403

@@ -1,5 +1,7 @@
-"""Real OIDC material for tests: RSA keys, self-signed certificates, signed ID tokens, and a
-certificates endpoint on 127.0.0.1 in the format of Google's v1 certs (``{kid: PEM}``)."""
+"""Real OIDC material for tests: RSA keys, self-signed certificates, signed ID tokens, a
+certificates endpoint on 127.0.0.1 in the format of Google's v1 certs (``{kid: PEM}``), settings
+that require tokens, task requests posted with a token, and the fixtures ``certs_server`` and
+``development_key_dir`` (loaded for every test by tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +10,28 @@ import datetime
 import hashlib
 import hmac
 import json
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from django.test import Client
 from google.auth import crypt, jwt
+
+from cloudtask.backends.capture import CapturedTask
+from cloudtask.oidc import devkey
+from cloudtask.testing import capture_tasks
+from tests import tasks
 
 SERVICE_ACCOUNT = "invoker@my-project.iam.gserviceaccount.com"
 AUDIENCE = "https://app.example.com/_tasks/"
@@ -209,3 +221,59 @@ class CertsServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def oidc_settings(backend: str, certs_server: CertsServer, **extra: Any) -> dict[str, Any]:
+    """Return CLOUDTASK settings requiring tokens for SERVICE_ACCOUNT and AUDIENCE."""
+    return {
+        "BACKEND": backend,
+        "SAE": SERVICE_ACCOUNT,
+        "URL": AUDIENCE,
+        "OIDC": {"CERTS_URL": certs_server.url},
+        **extra,
+    }
+
+
+def captured_request() -> CapturedTask:
+    """Return a signed request for tests.tasks.record_request, as Cloud Tasks would send it."""
+    with capture_tasks() as captured:
+        tasks.record_request().delay()
+    return captured[0]
+
+
+def request_arguments(authorization: str | None = None) -> dict[str, Any]:
+    """Return ``Client.post()`` arguments sending :func:`captured_request` over HTTPS."""
+    request = captured_request()
+    headers = dict(request.http_request.headers)
+    content_type = headers.pop("Content-Type")
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    return {
+        "path": request.path,
+        "data": request.http_request.body,
+        "content_type": content_type,
+        "headers": headers,
+        "secure": True,
+    }
+
+
+def post(token: str | None = None, *, authorization: str | None = None) -> Any:
+    """POST a signed task request with ``Authorization: Bearer <token>`` through the view."""
+    if token is not None:
+        authorization = f"Bearer {token}"
+    return Client(enforce_csrf_checks=True).post(**request_arguments(authorization))
+
+
+@pytest.fixture
+def certs_server() -> Iterator[CertsServer]:
+    """Google's certificates endpoint, stood in for on 127.0.0.1, publishing the key "k1"."""
+    with CertsServer([make_key("k1")]) as running:
+        yield running
+
+
+@pytest.fixture
+def development_key_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Give the test a temporary directory of its own, where the development key file goes."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    devkey.development_key.cache_clear()
+    return tmp_path
