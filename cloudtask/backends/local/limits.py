@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from ...queues import QueueConfig
 
 
+#: A stored bucket time this far ahead of a worker's clock is another clock (a test's, a host
+#: set wrong), not a race between claims: the bucket starts again from the worker's time.
+CLOCK_JUMP = 60.0
+
+
 class TokenBucket:
     """Cloud Tasks-style rate limit: ``rate`` tokens a second, a burst of one second's worth."""
 
@@ -62,10 +67,12 @@ def within_limits(
     if held_until is not None and held_until > now:
         return None, 0, False  # a 429/503 Retry-After holds the whole queue
     stamp = now.timestamp()
-    # A clock behind the last claim's (another worker's, or a test's) refills nothing.
     bucket = TokenBucket(config.max_dispatches_per_second, stamp)
-    if tokens is not None and tokens_at is not None:
-        bucket.tokens, bucket.updated = min(tokens, bucket.capacity), min(tokens_at, stamp)
+    if tokens is not None and tokens_at is not None and tokens_at - stamp < CLOCK_JUMP:
+        # A worker may have read its clock before another worker's later claim committed: the
+        # bucket's time never moves back, so no interval is refilled twice.
+        bucket.tokens, bucket.updated = min(tokens, bucket.capacity), tokens_at
+        stamp = max(stamp, tokens_at)
     available = bucket.available(stamp)
     running = LocalTask.objects.filter(queue=queue, status="running", lease_expires__gte=now)
     room = min(limit, config.max_concurrent_dispatches - running.count())
