@@ -85,6 +85,30 @@ def check_function(func: Any) -> None:
         )
 
 
+#: First parameter names that say "this receives the request".
+_REQUEST_NAMES = frozenset({"request", "req", "r", "_request", "_req", "_r", "_", "ctx", "context"})
+
+
+def request_hint(task: Task[Any, Any], args: tuple[Any, ...]) -> str:
+    """Explain a call that fails to bind when the function forgot its request parameter.
+
+    ``def ok(x)`` called as ``ok(5)``: the call has one argument too many, because ``x``
+    receives the CloudTaskRequest. Said only when the first parameter looks like an argument
+    (an unknown name and no CloudTaskRequest annotation) and arguments were passed by position.
+    """
+    first = next(iter(inspect.signature(task.func).parameters.values()))
+    annotation = first.annotation
+    shown = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if not args or first.name in _REQUEST_NAMES or shown.endswith("CloudTaskRequest"):
+        return ""
+    function = task.func.__name__
+    return (
+        f". Note: the first parameter of {function}(), {first.name!r}, receives the "
+        f"CloudTaskRequest, so it takes no argument from the caller; if {first.name!r} is "
+        f"meant to be an argument, write def {function}(request, {first.name}, ...)."
+    )
+
+
 def check_name(name: Any) -> None:
     """Refuse a registry name that is not a non-empty string."""
     if name is not None and (not isinstance(name, str) or not name.strip()):

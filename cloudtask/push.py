@@ -78,6 +78,7 @@ def push(
     ``task_id`` is the Cloud Tasks id to ask for (None: the backend chooses); ``call_id`` and
     ``retries`` are given by ``request.retry()`` copies, which keep their call's id.
     """
+    call.consume()
     backend = get_backend()
     message = build_message(
         call, backend, eta=eta, task_id=task_id, call_id=call_id, retries=retries

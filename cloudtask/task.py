@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -66,9 +68,17 @@ class Task(Generic[P, R]):
         try:
             self._check_arguments(args, kwargs)
         except TypeError as exc:
-            raise TypeError(f"{self.name}(): {exc}") from None
+            raise TypeError(f"{self.name}(): {exc}{options.request_hint(self, args)}") from None
         arguments_json = envelope.check_arguments(self.name, args, kwargs)
-        return TaskCall(self, arguments_json)
+        return TaskCall(self, arguments_json, _caller())
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle:
+        """Push a call with these arguments now: ``add.delay(a=1)`` is ``add(a=1).delay()``.
+
+        Celery's spelling. Push options (``name=``, ``unique=``, a schedule) go on the call:
+        ``add(a=1).delay(name="...")``, ``add(a=1).schedule(countdown=60)``.
+        """
+        return self(*args, **kwargs).delay()
 
     def using(self, **changes: Any) -> Task[P, R]:
         """Return a copy of this task with some options changed (it is not re-registered).
@@ -90,15 +100,41 @@ class Task(Generic[P, R]):
 
 
 class TaskCall(Generic[R]):
-    """One call of a task with bound, JSON-checked arguments."""
+    """One call of a task with bound, JSON-checked arguments.
 
-    __slots__ = ("_arguments_json", "_headers", "_url", "task")
+    A call that is garbage-collected without having been pushed or run warns
+    (``RuntimeWarning``, pointing at the line that made it), as a coroutine that was never
+    awaited does: ``add(a=1)`` alone does nothing.
+    """
 
-    def __init__(self, task: Task[Any, R], arguments_json: str) -> None:
+    __slots__ = ("_arguments_json", "_headers", "_made_at", "_url", "task")
+
+    def __init__(
+        self, task: Task[Any, R], arguments_json: str, made_at: tuple[str, int] | None = None
+    ) -> None:
         self.task = task
         self._arguments_json = arguments_json
         self._url = task.url
         self._headers: Mapping[str, str] = task.headers
+        #: Where the call was made, until it is pushed or run (None: nothing to warn about).
+        self._made_at = made_at
+
+    def consume(self) -> None:
+        """Mark the call as pushed or run, so it does not warn when it is collected."""
+        self._made_at = None
+
+    def __del__(self) -> None:
+        made_at = getattr(self, "_made_at", None)
+        if made_at is None or sys.meta_path is None:  # used, or the interpreter is exiting
+            return
+        warnings.warn_explicit(
+            f"{self!r} was never pushed or run: call .delay(), .schedule() or .execute() on "
+            "it (a task call does nothing by itself).",
+            RuntimeWarning,
+            filename=made_at[0],
+            lineno=made_at[1],
+            module=self.task.func.__module__,
+        )
 
     def __repr__(self) -> str:
         args, kwargs = self.arguments
@@ -164,6 +200,7 @@ class TaskCall(Generic[R]):
 
         Outside a transaction it is pushed at once. The name is checked now, not at commit.
         """
+        self.consume()  # pushed, or tried: a failed push raises where it was made
         push_on_commit(self, task_ids.task_id_for(self, name, unique), using=using)
 
     def schedule(
@@ -175,11 +212,13 @@ class TaskCall(Generic[R]):
         unique: bool = False,
     ) -> TaskHandle:
         """Push the call to run at ``at`` or ``countdown`` (seconds or timedelta) from now."""
+        self.consume()
         eta = options.schedule_time(at=at, countdown=countdown)
         return self._push(eta=eta, name=name, unique=unique)
 
     def execute(self) -> R:
         """Run the function now, in this process, as a task would run."""
+        self.consume()
         args, kwargs = self.arguments
         return self.task.run(CloudTaskRequest(is_last_attempt=True), args, kwargs)
 
@@ -188,7 +227,14 @@ class TaskCall(Generic[R]):
         return self.execute()
 
     def _push(self, *, eta: datetime | None, name: str | None, unique: bool) -> TaskHandle:
+        self.consume()  # pushed, or tried: a failed push raises where it was made
         return push(self, eta=eta, task_id=task_ids.task_id_for(self, name, unique))
+
+
+def _caller() -> tuple[str, int]:
+    """Return the file and line that called the task (two frames up)."""
+    frame = sys._getframe(2)
+    return frame.f_code.co_filename, frame.f_lineno
 
 
 @overload

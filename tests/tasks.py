@@ -199,3 +199,8 @@ def deduplicated(request: CloudTaskRequest, a: int, b: int = 2) -> int:
 @task(timeout=120, queue="reports")
 def with_deadline(request: CloudTaskRequest) -> None:
     calls.append(("with_deadline", None))
+
+
+@task
+def forgets_the_request(x):  # type: ignore[no-untyped-def]  # the newcomer's mistake, on purpose
+    return x

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import sys
+import warnings
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -11,7 +14,7 @@ from django.test import override_settings
 from django.utils import timezone as dj_timezone
 from freezegun import freeze_time
 
-from cloudtask import TaskAlreadyExists, TaskCall, TaskHandle
+from cloudtask import TaskAlreadyExists, TaskCall, TaskHandle, push_many
 from cloudtask.testing import capture_tasks
 from tests import tasks
 
@@ -23,6 +26,7 @@ def test_calling_a_task_returns_a_call_without_running_it() -> None:
     assert isinstance(call, TaskCall)
     assert tasks.calls == []
     assert repr(call) == "<TaskCall tests.tasks.add(a=1, b=2)>"
+    call.consume()
 
 
 def test_execute_and_call_run_in_process() -> None:
@@ -194,6 +198,7 @@ def test_bad_call_url_is_refused(url: Any) -> None:
     with pytest.raises((TypeError, ValueError), match=r"TaskCall\.url must be"):
         call.url = url
     assert call.url is None
+    call.consume()  # only its URL is under test
 
 
 def test_named_task_is_refused_while_the_first_is_queued() -> None:
@@ -237,3 +242,79 @@ def test_payload_over_the_limit_is_refused_before_pushing() -> None:
 
 def test_now_uses_django_timezone() -> None:
     assert dj_timezone.now().tzinfo is not None
+
+
+# Habits users bring -------------------------------------------------------------------------
+
+
+def test_celery_spelling_pushes_at_once() -> None:
+    with capture_tasks() as captured:
+        handle = tasks.add.delay(a=1, b=2)
+        positional = tasks.add.delay(3, 4)
+    assert [(c.args, c.kwargs) for c in captured] == [([], {"a": 1, "b": 2}), ([3, 4], {})]
+    assert handle.name == captured[0].name
+    assert positional.task == "tests.tasks.add"
+    with pytest.raises(TypeError, match=r"^tests\.tasks\.add\(\): got an unexpected keyword"):
+        tasks.add.delay(c=1)
+
+
+def test_a_call_never_pushed_or_run_warns_where_it_was_made() -> None:
+    call = tasks.add(a=1, b=2)
+    call_line = sys._getframe().f_lineno - 1
+    with pytest.warns(RuntimeWarning) as caught:
+        del call  # the last reference: collected at once
+    [warning] = caught.list
+    assert str(warning.message) == (
+        "<TaskCall tests.tasks.add(a=1, b=2)> was never pushed or run: call .delay(), "
+        ".schedule() or .execute() on it (a task call does nothing by itself)."
+    )
+    assert (warning.filename, warning.lineno) == (__file__, call_line)
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda call: call.execute(),
+        lambda call: call(),
+        lambda call: call.delay(),
+        lambda call: call.push(),
+        lambda call: call.schedule(countdown=5),
+        lambda call: call.delay_on_commit(),
+        lambda call: push_many([call]),
+    ],
+)
+@pytest.mark.django_db  # delay_on_commit asks the database whether a transaction is open
+def test_a_call_that_was_pushed_or_run_does_not_warn(use: Any) -> None:
+    with capture_tasks(), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        call = tasks.add(a=1, b=2)
+        use(call)
+        del call
+        gc.collect()
+
+
+def test_a_failed_push_raises_where_it_is_made_and_does_not_warn_later() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        call = tasks.add()
+        with pytest.raises(ValueError, match="is not a valid Cloud Tasks id"):
+            call.delay(name="not valid!")
+        del call
+        gc.collect()
+
+
+def test_a_function_without_its_request_parameter_gets_told_why() -> None:
+    with pytest.raises(TypeError) as excinfo:
+        tasks.forgets_the_request(5)
+    assert str(excinfo.value) == (
+        "tests.tasks.forgets_the_request(): too many positional arguments. Note: the first "
+        "parameter of forgets_the_request(), 'x', receives the CloudTaskRequest, so it takes no "
+        "argument from the caller; if 'x' is meant to be an argument, write "
+        "def forgets_the_request(request, x, ...)."
+    )
+
+
+def test_the_request_hint_is_not_given_when_the_first_parameter_is_the_request() -> None:
+    with pytest.raises(TypeError) as excinfo:
+        tasks.add(1, 2, 3)
+    assert str(excinfo.value) == "tests.tasks.add(): too many positional arguments"

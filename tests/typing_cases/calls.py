@@ -25,3 +25,6 @@ add(a="one")  # E: [arg-type]
 add(c=3)  # E: [call-arg]
 send()  # E: [call-arg]
 wrong: str = add(a=1)()  # E: [assignment]
+celery_style: TaskHandle = add.delay(a=1, b=2)
+add.delay(a="one")  # E: [arg-type]
+send.delay(to="a@example.com", cc="b@example.com")  # E: [call-arg]
