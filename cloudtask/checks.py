@@ -35,6 +35,7 @@ is checked like its parent.
 | cloudtask.W001 | unknown key in CLOUDTASK (a typo?) |
 | cloudtask.W002 | (deploy) SECRET shorter than 32 characters |
 | cloudtask.W003 | (deploy) a development backend (``development = True``) with DEBUG = False |
+| cloudtask.W004 | a setting named like CLOUDTASK (CLOUDTASKS, CLOUD_TASK, ...): a typo? |
 | cloudtask.W020 | (deploy) OIDC required but the audience is not an https URL |
 | cloudtask.W021 | (deploy) OIDC required but CERTS_URL is not an https URL |
 | cloudtask.W022 | (deploy) OIDC REQUIRED is False while SAE is set: tokens go unchecked |
@@ -43,6 +44,7 @@ is checked like its parent.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -77,6 +79,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         for key in user
         if key not in conf.DEFAULTS
     ]
+    messages += _check_setting_name()
     messages += _check_backend()
     messages += _check_value("URL", conf.check_url, "cloudtask.E006")
     messages += _check_value("QUEUE", conf.check_queue_name, "cloudtask.E008")
@@ -100,6 +103,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     messages += queues.check_queues()
     return messages
+
+
+def _check_setting_name() -> list[CheckMessage]:
+    """Warn about settings named almost like CLOUDTASK: cloudtask reads only CLOUDTASK."""
+    names = [name for name in dir(django_settings) if name.isupper() and name != "CLOUDTASK"]
+    return [
+        Warning(
+            f"The setting {name} is not read by cloudtask: did you mean CLOUDTASK?",
+            hint=f"Rename {name} to CLOUDTASK (one word, no S).",
+            id="cloudtask.W004",
+        )
+        for name in difflib.get_close_matches("CLOUDTASK", names, n=3, cutoff=0.75)
+    ]
 
 
 def _check_value(

@@ -16,6 +16,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.apps import apps
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -54,7 +55,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: Settings that affect cached values; a change to any of them calls the reset hooks.
-WATCHED_SETTINGS = frozenset({"CLOUDTASK", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "ROOT_URLCONF"})
+WATCHED_SETTINGS = frozenset(
+    {"CLOUDTASK", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "ROOT_URLCONF", "INSTALLED_APPS"}
+)
 
 QUEUE_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 MIN_TIMEOUT = timedelta(seconds=15)
@@ -88,6 +91,20 @@ def user_settings() -> Mapping[str, Any]:
             f"CLOUDTASK must be a dict of settings, not {type(value).__name__}."
         )
     return value
+
+
+@cache
+def require_installed() -> None:
+    """Raise ConfigurationError unless "cloudtask" is in INSTALLED_APPS.
+
+    Without it nothing finds the ``tasks`` modules, the system checks do not run and the
+    local queue has no tables, so every push and delivery would fail in a puzzling way.
+    """
+    if not apps.is_installed("cloudtask"):
+        raise ConfigurationError(
+            'cloudtask is not in INSTALLED_APPS: add "cloudtask" to INSTALLED_APPS in your '
+            "settings, then run python manage.py migrate."
+        )
 
 
 def get(key: str) -> Any:
@@ -195,6 +212,7 @@ def oidc_required() -> bool:
 
 
 on_change(oidc_required.cache_clear)
+on_change(require_installed.cache_clear)
 
 
 def check_queue_name(value: Any, what: str) -> str:

@@ -35,6 +35,7 @@ def endpoint(request: HttpRequest) -> HttpResponse:
         response["Allow"] = "POST"
         return response
     try:
+        conf.require_installed()
         outcome = _deliver(request)
     except ConfigurationError as exc:
         outcome = executor.misconfigured(exc)

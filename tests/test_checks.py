@@ -10,8 +10,11 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from cloudtask import conf, registry, task
+import tests.settings as base
+from cloudtask import ConfigurationError, conf, registry, task
 from cloudtask.checks import check_deploy, check_settings
+from cloudtask.testing import capture_tasks
+from tests import tasks
 
 CT = conf.CLOUD_TASKS_BACKEND
 IMMEDIATE = {"BACKEND": conf.IMMEDIATE_BACKEND}
@@ -169,3 +172,45 @@ def test_bad_backend_at_push_time_names_the_setting() -> None:
         tasks.noop().delay()
     assert "CLOUDTASK['BACKEND'] = 'nope.Backend' could not be imported" in str(excinfo.value)
     assert isinstance(excinfo.value.__cause__, ImportError)
+
+
+@pytest.mark.parametrize("name", ["CLOUDTASKS", "CLOUD_TASK", "CLOUD_TASKS"])
+def test_a_misspelt_setting_name_is_a_warning(name: str) -> None:
+    with override_settings(**{name: {"QUEUE": "default"}}):
+        messages = check_settings()
+    assert ids(messages) == ["cloudtask.W004"]
+    assert (
+        messages[0].msg == f"The setting {name} is not read by cloudtask: did you mean CLOUDTASK?"
+    )
+
+
+def test_other_settings_that_mention_tasks_are_not_flagged() -> None:
+    with override_settings(CLOUD_TASKS_QUEUE_PREFIX="x", CELERY_TASK_ROUTES={}):
+        assert check_settings() == []
+
+
+NOT_INSTALLED = [app for app in base.INSTALLED_APPS if app != "cloudtask"]
+WITHOUT_APP = 'cloudtask is not in INSTALLED_APPS: add "cloudtask" to INSTALLED_APPS'
+
+
+def test_a_push_without_the_app_installed_says_so() -> None:
+    with (
+        override_settings(INSTALLED_APPS=NOT_INSTALLED),
+        pytest.raises(ConfigurationError) as excinfo,
+    ):
+        tasks.add.delay(a=1, b=2)
+    assert str(excinfo.value).startswith(WITHOUT_APP)
+    assert tasks.calls == []
+
+
+def test_the_endpoint_without_the_app_installed_answers_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with capture_tasks() as captured:
+        tasks.add.delay(a=1, b=2)
+    with override_settings(INSTALLED_APPS=NOT_INSTALLED):
+        response = captured[0].run()
+    assert response.status_code == 503
+    assert response.json() == {"status": "error", "error": "misconfigured"}
+    assert WITHOUT_APP in caplog.text
+    assert tasks.calls == []

@@ -35,6 +35,7 @@ def load_backend(path: str) -> BaseBackend:
 @cache
 def configured_backend() -> BaseBackend:
     """Return the backend ``CLOUDTASK["BACKEND"]`` names (made once per settings)."""
+    conf.require_installed()
     return load_backend(conf.backend_path())
 
 

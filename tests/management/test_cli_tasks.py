@@ -11,10 +11,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from django.core.management import CommandError
 from django.test import override_settings
 from freezegun import freeze_time
 
 from cloudtask import conf
+from cloudtask.management.commands.cloudtask_dev import check_address
 from cloudtask.models import LocalTask
 from cloudtask.registry import registry
 from cloudtask.task import TaskCall
@@ -148,3 +150,51 @@ def test_registered() -> None:
         "auth": "oidc",
     }
     assert len(entries) == len(registry)
+
+
+@pytest.mark.parametrize(
+    ("cloudtask", "addrport"),
+    [
+        ({"BACKEND": "cloudtask.backends.local.LocalBackend"}, "127.0.0.1:8000"),
+        ({"BACKEND": "cloudtask.backends.local.LocalBackend"}, "8000"),
+        ({"BACKEND": "cloudtask.backends.local.LocalBackend"}, "0.0.0.0:8000"),
+        ({"BACKEND": "cloudtask.backends.local.LocalBackend"}, "localhost:8000"),
+        (
+            {
+                "BACKEND": "cloudtask.backends.local.LocalBackend",
+                "URL": "http://127.0.0.1:8002/_tasks/",
+            },
+            "8002",
+        ),
+        (
+            {
+                "BACKEND": "cloudtask.backends.local.LocalBackend",
+                "URL": "https://dev.example.com/_tasks/",
+            },
+            "8002",
+        ),
+    ],
+)
+def test_cloudtask_dev_accepts_an_address_the_tasks_reach(cloudtask: Any, addrport: str) -> None:
+    with override_settings(CLOUDTASK=cloudtask):
+        check_address(addrport)
+
+
+@pytest.mark.parametrize(
+    ("addrport", "fix"),
+    [
+        ("8002", "127.0.0.1:8002"),
+        ("127.0.0.1:8002", "127.0.0.1:8002"),
+        ("0.0.0.0:9000", "127.0.0.1:9000"),
+        ("[::1]:8000", "[::1]:8000"),
+    ],
+)
+def test_cloudtask_dev_refuses_an_address_the_tasks_do_not_reach(addrport: str, fix: str) -> None:
+    local = {"BACKEND": "cloudtask.backends.local.LocalBackend"}
+    with override_settings(CLOUDTASK=local), pytest.raises(CommandError) as excinfo:
+        check_address(addrport)
+    assert str(excinfo.value) == (
+        f"Tasks are sent to http://127.0.0.1:8000/_tasks/, but the server would listen on "
+        f"{addrport}: the worker's deliveries would not reach it. Set CLOUDTASK['URL'] = "
+        f"'http://{fix}/_tasks/' in your settings, or run cloudtask_dev without an address."
+    )

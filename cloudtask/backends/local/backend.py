@@ -9,6 +9,8 @@ retries and limits, so development runs the production code path. Without
 
 from __future__ import annotations
 
+from django.db import DatabaseError
+
 from ..base import BaseBackend, TaskMessage, endpoint_path, generated_task_id
 from . import store
 from .manager import LocalManager
@@ -33,4 +35,8 @@ class LocalBackend(BaseBackend):
         return LocalManager()
 
     def push(self, message: TaskMessage) -> str:
-        return store.add(message, message.task_id or generated_task_id())
+        try:
+            return store.add(message, message.task_id or generated_task_id())
+        except DatabaseError:
+            store.require_tables()  # before migrate: say so, not "no such table"
+            raise

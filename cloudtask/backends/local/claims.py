@@ -203,6 +203,10 @@ def record(outcomes: list[tuple[Claimed, dict[str, Any]]]) -> set[int]:
     if not outcomes:
         return set()
     leases = {claimed.id: claimed.token for claimed, _ in outcomes}
+    if not connection.features.has_select_for_update:
+        # SQLite locks nothing on a read: begin with a write, or two workers whose reads
+        # both need to become writes fail at once with "database is locked".
+        LocalTask.objects.filter(pk__in=list(leases)).update(lease_token=F("lease_token"))
     held = {
         pk
         for pk, token in LocalTask.objects.select_for_update()

@@ -219,6 +219,18 @@ def dispatch_line(claimed: Claimed, answer: Answer, outcome: str, fields: dict[s
         f"attempt={claimed.dispatch_count} status={status} "
         f"duration_ms={answer.duration * 1000:.1f} outcome={outcome}"
     )
+    if answer.status is None and answer.excerpt:
+        # No answer: where the worker tried, and why it got none.
+        line += f" url={claimed.url} error={answer.excerpt!r}"
     if outcome == "retry":
         line += f" next_eta={fields['schedule_time'].isoformat(timespec='milliseconds')}"
     return line
+
+
+def unreachable_line(claimed: Claimed, answer: Answer) -> str:
+    """Return the line said once when nothing answers at a task's URL."""
+    return (
+        f"nothing answers at {claimed.url} ({answer.excerpt}): is the development server "
+        "running? Start it with manage.py runserver, or run manage.py cloudtask_dev, which "
+        "starts it with a worker. The tasks wait and are retried with their queue's backoff."
+    )

@@ -10,12 +10,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from ... import conf
-from ...exceptions import QueueDeletedRecently, TaskAlreadyExists
+from ...exceptions import ConfigurationError, QueueDeletedRecently, TaskAlreadyExists
 from ...models import LocalQueue, LocalTask
 
 if TYPE_CHECKING:
@@ -32,6 +32,20 @@ REUSE_HINT = (
     "The local queue keeps that rule; in development, set "
     "CLOUDTASK['LOCAL_QUEUE_REUSE_WINDOW'] = 0 to allow the name again at once."
 )
+
+
+def require_tables() -> None:
+    """Raise ConfigurationError when the local queue's tables are not in the database yet."""
+    try:
+        tables = connection.introspection.table_names()
+    except DatabaseError:
+        return  # the database cannot tell (an aborted transaction): the caller's error stands
+    missing = [m._meta.db_table for m in (LocalQueue, LocalTask) if m._meta.db_table not in tables]
+    if missing:
+        raise ConfigurationError(
+            f"The local queue's tables ({', '.join(missing)}) are not in the database yet: "
+            "run python manage.py migrate."
+        )
 
 
 def add(message: TaskMessage, task_id: str) -> str:

@@ -26,7 +26,14 @@ from ...exceptions import ConfigurationError
 from ...queues import QueueConfig
 from . import claims, store
 from .claims import Claimed, DueQueue
-from .delivery import Answer, close_session, dispatch, dispatch_line, outcome_fields
+from .delivery import (
+    Answer,
+    close_session,
+    dispatch,
+    dispatch_line,
+    outcome_fields,
+    unreachable_line,
+)
 from .limits import hold
 from .manager import load_config
 
@@ -94,6 +101,8 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._last_prune: datetime | None = None
         self._wake = threading.Event()
+        #: URLs where nothing answered, said once until something answers there again.
+        self._unreachable: set[str] = set()
         self._throttled = False
 
     @property
@@ -303,6 +312,11 @@ class Worker:
         counter = _COUNTERS[outcome]
         setattr(self.summary, counter, getattr(self.summary, counter) + 1)
         self.log(dispatch_line(claimed, answer, outcome, fields))
+        if answer.reason != "UNAVAILABLE":
+            self._unreachable.discard(claimed.url)  # it answers (again): say it anew next time
+        elif claimed.url not in self._unreachable:
+            self._unreachable.add(claimed.url)
+            self.log(unreachable_line(claimed, answer))
 
     def _prune(self, now: datetime) -> None:
         if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:

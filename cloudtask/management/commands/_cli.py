@@ -18,7 +18,9 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from django.db import DatabaseError
 
+from cloudtask.backends.local.store import require_tables
 from cloudtask.exceptions import (
     CloudTaskError,
     InvalidQueueConfig,
@@ -59,6 +61,12 @@ def exit_codes() -> Iterator[None]:
         raise CommandError(str(exc), returncode=NOT_FOUND) from exc
     except (InvalidQueueConfig, ManagementNotSupported, ImproperlyConfigured) as exc:
         raise CommandError(str(exc), returncode=USAGE) from exc
+    except DatabaseError as exc:
+        try:
+            require_tables()  # before migrate: say so, not "no such table"
+        except ImproperlyConfigured as missing:
+            raise CommandError(str(missing), returncode=USAGE) from exc
+        raise
     except (CloudTaskError, PermissionError, OSError) as exc:
         raise CommandError(str(exc), returncode=FAILED) from exc
 

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import conf, queues
 from ...backends.local.claims import awaiting_retry
+from ...backends.local.store import require_tables
 from ...backends.local.worker import Worker
 from ...exceptions import ConfigurationError
 
@@ -65,6 +66,7 @@ class Command(BaseCommand):
             queues.configured()
             for name in options["queues"] or ():
                 conf.check_queue_name(name, "The --queue option")
+            require_tables()
         except (ConfigurationError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         verbosity = options["verbosity"]

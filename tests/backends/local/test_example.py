@@ -103,3 +103,38 @@ def test_worker_command_line_runs_the_same_manage_py(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(sys, "argv", ["/venv/lib/django/__main__.py", "cloudtask_dev"])
     assert worker_command()[:4] == [sys.executable, "-m", "django", "cloudtask_worker"]
     assert worker_command()[4] == "--settings=tests.settings"
+
+
+def test_closing_the_terminal_stops_the_worker_too(tmp_path: Path) -> None:
+    port = free_port()
+    env = example_env(tmp_path, EXAMPLE_TASKS_URL=f"http://127.0.0.1:{port}/_tasks/")
+    manage(env, "migrate", "--verbosity", "0")
+    dev = subprocess.Popen(
+        [sys.executable, "manage.py", "cloudtask_dev", f"127.0.0.1:{port}", "--noreload"],
+        cwd=EXAMPLE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert dev.stdout is not None
+    lines = []
+    while "cloudtask_worker mode=watching" not in (line := dev.stdout.readline()):
+        assert line, "".join(lines)  # the process ended before its worker started
+        lines.append(line)
+    worker_pid = int(line.rsplit("pid=", 1)[1])
+    dev.send_signal(signal.SIGHUP)  # what the terminal sends when its window closes
+    output, _ = dev.communicate(timeout=40)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and worker_alive(worker_pid):
+        time.sleep(0.1)
+    assert not worker_alive(worker_pid), output
+    assert "cloudtask_worker dispatched=" in output  # it finished as after a SIGTERM
+
+
+def worker_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -313,12 +313,32 @@ def test_unreachable_endpoint_is_retried_with_reason(db: None) -> None:
         CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": "http://127.0.0.1:9/_tasks/"}
     ):
         handle = due_now(tasks.noop())
+        other = due_now(tasks.noop())
+        lines: list[str] = []
+        clock = FakeClock()
+        worker = Worker(clock=clock, log=lines.append)
         # A fixed clock: the retry, 0.1 s later, must not become due while draining.
-        drain(Worker(clock=FakeClock()))
+        drain(worker)
+        clock.advance(1)
+        drain(worker)  # the second attempts: nothing new is said about the server
     task = row(handle.name)
-    assert (task.status, task.dispatch_count, task.response_count) == ("queued", 1, 0)
+    assert (task.status, task.dispatch_count, task.response_count) == ("queued", 2, 0)
     assert task.retry_reason == "UNAVAILABLE"
     assert task.last_response_status is None
+    # Each attempt names where it went and why there was no answer.
+    refused = "url=http://127.0.0.1:9/_tasks/ error='ConnectionRefusedError: [Errno 111] Connection refused'"
+    attempts = [line for line in lines if line.startswith("task=")]
+    assert len(attempts) == 4
+    assert all(refused in line for line in attempts)
+    # And the worker says once that nothing serves the tasks, with what to do.
+    hints = [line for line in lines if line.startswith("nothing answers")]
+    assert hints == [
+        "nothing answers at http://127.0.0.1:9/_tasks/ (ConnectionRefusedError: [Errno 111] "
+        "Connection refused): is the development server running? Start it with manage.py "
+        "runserver, or run manage.py cloudtask_dev, which starts it with a worker. The tasks "
+        "wait and are retried with their queue's backoff."
+    ]
+    assert row(other.name).dispatch_count == 2
 
 
 def test_request_stop_finishes_in_flight_then_stops(scripted: ScriptedServer) -> None:

@@ -42,7 +42,7 @@ db, role, *args = sys.argv[1:]
 options = {key: getattr(base, key) for key in dir(base) if key.isupper()}
 options["DATABASES"] = {"default": {
     "ENGINE": "django.db.backends.sqlite3", "NAME": db,
-    "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL", "timeout": 30},
+    "OPTIONS": json.loads(os.environ["TEST_SQLITE_OPTIONS"]),
 }}
 options["CLOUDTASK"] = json.loads(os.environ["TEST_CLOUDTASK"])
 settings.configure(**options)
@@ -62,6 +62,10 @@ if role == "push":
 elif role == "show":
     rows = LocalTask.objects.values("status", "dispatch_count", "lease_expires")
     print(json.dumps(list(rows), default=str))
+elif role == "command":  # any command, on a database that may not be migrated
+    call_command(*args)
+elif role == "exec":  # Python code, on a database that may not be migrated
+    exec(args[0])
 else:
     call_command("cloudtask_worker", *args)
 """
@@ -78,6 +82,10 @@ class Project:
                 {"BACKEND": "cloudtask.backends.local.LocalBackend", "URL": url}
             ),
             "PYTHONPATH": str(ROOT),
+            # The recommended options; tests of Django's defaults set {}.
+            "TEST_SQLITE_OPTIONS": json.dumps(
+                {"init_command": "PRAGMA journal_mode=WAL", "timeout": 30}
+            ),
         }
         self.env.pop("DJANGO_SETTINGS_MODULE", None)
 
@@ -277,3 +285,45 @@ def test_two_workers_share_the_queue_rate_limit(
     # goes out about 2 s after the first. A bucket per worker would send eight at once.
     assert sum(offset < 0.2 for offset in offsets) <= 4
     assert offsets[-1] >= 1.6
+
+
+@pytest.mark.parametrize(
+    ("role", "args"),
+    [
+        ("command", ("cloudtask_worker", "--burst")),
+        ("command", ("cloudtask_queues", "list")),
+        ("command", ("cloudtask_tasks", "list", "default")),
+        ("exec", ("tasks.noop.delay()",)),
+    ],
+)
+def test_before_migrate_the_local_queue_says_run_migrate(
+    tmp_path: Path, role: str, args: tuple[str, ...]
+) -> None:
+    project = Project(tmp_path / "new.sqlite3", "http://127.0.0.1:9/_tasks/")
+    done = project.run(role, *args)
+    assert done.returncode != 0
+    assert (
+        "The local queue's tables (cloudtask_localqueue, cloudtask_localtask) are not in the "
+        "database yet: run python manage.py migrate." in done.stderr
+    ), done.stderr
+    assert "no such table" not in done.stderr.splitlines()[-1]
+
+
+def test_two_workers_on_sqlite_with_djangos_default_options(
+    scripted_project: tuple[Project, ScriptedServer],
+) -> None:
+    project, server = scripted_project
+    project.env["TEST_SQLITE_OPTIONS"] = "{}"  # no WAL, Django's 5 s timeout
+    project.push("noop", 60, {})
+    workers = [
+        project.start("worker", "--burst", "--poll-interval", "0.05", "--concurrency", "4")
+        for _ in range(2)
+    ]
+    outputs = [worker.communicate(timeout=120) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    assert len(server.requests) == 60
+    everything = "".join(out + err for out, err in outputs)
+    # Each claim and each record begins with its write, so no transaction has to upgrade a
+    # read to a write, which SQLite refuses at once when two connections try it together.
+    assert "database is locked" not in everything
+    assert sum(summary(out)["succeeded"] for out, _ in outputs) == 60
