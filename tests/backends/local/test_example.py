@@ -43,7 +43,10 @@ def manage(env: dict[str, str], *args: str, timeout: float = 60) -> str:
 
 
 def test_demo_runs_everything_and_exits_zero(tmp_path: Path) -> None:
-    output = manage(example_env(tmp_path), "demo", timeout=90)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    output = manage(example_env(tmp_path, TMPDIR=str(temporary)), "demo", timeout=90)
+    assert list(temporary.iterdir()) == []  # the demo leaves no temporary folders behind
     rows = {line.split("  ")[0]: line for line in output.splitlines()}
     assert "demo: every task behaved as expected" in output
     assert " succeeded         1 " in rows["add(a=2, b=3)"]

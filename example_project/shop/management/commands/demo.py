@@ -83,10 +83,20 @@ class Command(BaseCommand):
         # A fresh queue each run: names of the last run's named task would still be taken.
         LocalTask.objects.all().delete()
         LocalQueue.objects.all().delete()
+        # The server's log lives only as long as the demo: shown when something failed.
+        with tempfile.TemporaryDirectory(prefix="cloudtask-demo-") as folder:
+            log = Path(folder) / "server.log"
+            failures = self._run(log)
+            if failures:
+                self.stdout.write(f"demo: the server's log:\n{log.read_text()}")
+                raise CommandError(f"demo: {failures} expectation(s) not met (see the table above)")
+        self.stdout.write(self.style.SUCCESS("demo: every task behaved as expected"))
+
+    def _run(self, log: Path) -> int:
+        """Start the server and a worker, push the example tasks, report; return failures."""
         port = free_port()
-        logs = Path(tempfile.mkdtemp(prefix="cloudtask-demo-"))
-        server_log = (logs / "server.log").open("w")
-        self.stdout.write(f"demo: server on http://127.0.0.1:{port}/ (log: {logs}/server.log)")
+        server_log = log.open("w")
+        self.stdout.write(f"demo: server on http://127.0.0.1:{port}/")
         server = subprocess.Popen(  # noqa: S603  (this interpreter and manage.py)
             [sys.executable, MANAGE, "runserver", f"127.0.0.1:{port}", "--noreload"],
             stdout=server_log,
@@ -105,10 +115,7 @@ class Command(BaseCommand):
                 stop(worker)
             stop(server)
             server_log.close()
-        failures = self._report(pushes, rows, refused)
-        if failures:
-            raise CommandError(f"demo: {failures} expectation(s) not met (see the table above)")
-        self.stdout.write(self.style.SUCCESS("demo: every task behaved as expected"))
+        return self._report(pushes, rows, refused)
 
     def _start_worker(self) -> subprocess.Popen[str]:
         worker = subprocess.Popen(  # noqa: S603  (this interpreter and manage.py)
