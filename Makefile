@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: test demo lint typecheck tox bench clean
+.PHONY: test demo docs lint typecheck tox bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(STAMP)
 demo: $(DEMO_STAMP)
 	cd example_project && ../$(BIN)/python manage.py demo
 
+# The documentation site, with every warning an error; open docs/_build/html/index.html.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache
 
@@ -49,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/local.py
 
 clean:
-	rm -rf $(VENV) .tox .mypy_cache .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .tox .mypy_cache .pytest_cache .ruff_cache build *.egg-info docs/_build

@@ -6,10 +6,6 @@ import pytest
 
 from tests import tasks
 
-# Shared fixtures: the Cloud Tasks emulator's (emulator, quiet_emulator, task_endpoint, ...)
-# and OIDC's (certs_server, development_key_dir).
-pytest_plugins = ["tests.support.emulator", "tests.support.oidc"]
-
 
 @pytest.fixture(autouse=True)
 def _clean_calls() -> Iterator[None]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -51,3 +54,26 @@ def command_exit(*argv: str) -> tuple[int, str]:
     with pytest.raises(CommandError) as caught:
         run_command(*argv)
     return caught.value.returncode, str(caught.value)
+
+
+@contextmanager
+def no_receiver_errors() -> Iterator[None]:
+    """Fail if a signal receiver (the results recorder, say) raised inside the block.
+
+    Receivers' errors are logged, never raised, so a delivery goes on; a test must look.
+    """
+    failures: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "signal_receiver_failed" in record.getMessage():
+                failures.append(record)
+
+    handler = Collect()
+    logger = logging.getLogger("cloudtask")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    assert not failures, [f"{r.getMessage()}: {r.exc_info and r.exc_info[1]}" for r in failures]
