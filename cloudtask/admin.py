@@ -1,15 +1,30 @@
-"""Admin for the local queue (run, retry, delete tasks; pause and purge queues) and results."""
+"""Admin for the local queue (run, retry, delete tasks; pause and purge queues) and results.
+
+Every page lists newest first; detail pages are read-only (tasks and results are written by
+code, never typed in). A call shows as the call it is, ``add(a=2, b=3)``, with its raw JSON
+folded below; signature and token headers are redacted; tracebacks keep their indentation.
+Actions that change something need the model's change permission.
+"""
 
 from __future__ import annotations
 
+import json
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
+from . import conf, envelope
 from .backends.local import store
+from .backends.management import redact
+from .exceptions import CloudTaskError, MalformedEnvelope
 from .models import LocalQueue, LocalTask, TaskResult
+from .registry import registry
 
 if TYPE_CHECKING:
     TaskAdminBase = admin.ModelAdmin[LocalTask]
@@ -19,48 +34,126 @@ else:  # ModelAdmin is generic only in the type stubs
     TaskAdminBase = QueueAdminBase = ResultAdminBase = admin.ModelAdmin
 
 
+def call_text(task_name: str, args: list[Any], kwargs: dict[str, Any]) -> str:
+    """Return a call as it reads in code: ``add(2, b=3)``, under the task's short name."""
+    shown = [repr(value) for value in args] + [f"{key}={value!r}" for key, value in kwargs.items()]
+    return f"{task_name.rsplit('.', 1)[-1]}({', '.join(shown)})"
+
+
+def _folded(summary: str, text: str) -> SafeString:
+    return format_html("<details><summary>{}</summary><pre>{}</pre></details>", summary, text)
+
+
+def _pre(text: str) -> SafeString | str:
+    # <pre> keeps a traceback's indentation, which a read-only field's <div> would fold.
+    return format_html('<pre style="white-space: pre-wrap">{}</pre>', text) if text else "-"
+
+
+def _flat(fieldset: tuple[Any, ...]) -> tuple[str, ...]:
+    """Return the field names of a ``fields`` layout, whose rows may group several."""
+    return tuple(name for row in fieldset for name in (row if isinstance(row, tuple) else (row,)))
+
+
 def _ids(queryset: QuerySet[LocalTask]) -> Q:
     return Q(pk__in=list(queryset.values_list("pk", flat=True)))
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Rows written by code: newest first, nothing to add or save, actions for changers."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the detail page is a view: no Save buttons
+
+    def has_manage_permission(self, request: HttpRequest) -> bool:
+        """Who may use the actions: those allowed to change the model."""
+        meta = self.model._meta
+        return bool(request.user.has_perm(f"{meta.app_label}.change_{meta.model_name}"))
+
+
 @admin.register(LocalTask)
-class LocalTaskAdmin(TaskAdminBase):
+class LocalTaskAdmin(ReadOnlyAdmin):
     list_display = (
         "name",
-        "task",
+        "call",
         "queue",
-        "status",
+        "outcome",
         "dispatch_count",
-        "last_response_status",
         "schedule_time",
         "last_attempt_at",
     )
     list_filter = ("status", "queue")
     search_fields = ("name", "task")
     date_hierarchy = "created_at"
+    ordering = ("-created_at", "-id")
     actions = ("run_now", "retry", "delete_tasks")
-    readonly_fields = tuple(
-        f.name for f in LocalTask._meta.get_fields() if f.concrete and f.name != "id"
+    fields = (
+        ("name", "queue"),
+        "call",
+        "outcome",
+        ("dispatch_count", "response_count", "execution_count"),
+        ("created_at", "schedule_time", "first_attempt_at", "last_attempt_at", "finished_at"),
+        "last_answer",
+        ("method", "url", "dispatch_deadline"),
+        "request_headers",
+        "raw_body",
     )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # tasks are pushed by code, never typed in
+    readonly_fields = _flat(fields)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deleting rows outright would free their names at once; delete_tasks keeps them.
         return False
 
-    @admin.action(description="Run selected tasks now")
+    @admin.display(description="call")
+    def call(self, row: LocalTask) -> str:
+        try:
+            data = envelope.decode(bytes(row.body))
+        except MalformedEnvelope:
+            return row.task or "-"  # not a cloudtask call (an HTTP task to another service)
+        return call_text(data.task_name, data.args, data.kwargs)
+
+    @admin.display(description="status", ordering="status")
+    def outcome(self, row: LocalTask) -> str:
+        """The status, and for a failed task what failed it."""
+        if row.status != "failed":
+            return str(row.status)
+        if row.retry_reason == "gave up":
+            return f"failed: the task gave up (answered {row.last_response_status})"
+        return f"failed after {row.dispatch_count} attempt(s): {row.retry_reason or '-'}"
+
+    @admin.display(description="response")
+    def last_answer(self, row: LocalTask) -> SafeString | str:
+        return _pre(row.last_response)
+
+    @admin.display(description="headers")
+    def request_headers(self, row: LocalTask) -> SafeString | str:
+        # The signature is valid for this body, so it is never shown (nor any token).
+        headers = redact(dict(row.headers))
+        return _pre("\n".join(f"{key}: {value}" for key, value in headers.items()))
+
+    @admin.display(description="body")
+    def raw_body(self, row: LocalTask) -> SafeString:
+        text = bytes(row.body).decode("utf-8", "replace")
+        with suppress(ValueError):  # not JSON: shown as it is
+            text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        return _folded(f"the request body ({len(row.body)} bytes of JSON)", text)
+
+    @admin.action(description="Run selected tasks now", permissions=["manage"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[LocalTask]) -> None:
         count = store.run_now(_ids(queryset))
         self.message_user(request, f"{count} queued task(s) made due now.", fail_silently=True)
 
-    @admin.action(description="Retry selected failed tasks")
+    @admin.action(description="Retry selected failed tasks", permissions=["manage"])
     def retry(self, request: HttpRequest, queryset: QuerySet[LocalTask]) -> None:
         count = store.retry(_ids(queryset))
         self.message_user(request, f"{count} failed task(s) queued again.", fail_silently=True)
 
-    @admin.action(description="Delete selected tasks (their names stay taken a while)")
+    @admin.action(
+        description="Delete selected tasks (their names stay taken a while)",
+        permissions=["manage"],
+    )
     def delete_tasks(self, request: HttpRequest, queryset: QuerySet[LocalTask]) -> None:
         count = store.delete_tasks(_ids(queryset))
         self.message_user(
@@ -68,8 +161,24 @@ class LocalTaskAdmin(TaskAdminBase):
         )
 
 
+class LocalQueueForm(forms.ModelForm):  # type: ignore[type-arg]
+    """Only names Cloud Tasks accepts: letters, digits and hyphens, 1 to 100 characters."""
+
+    class Meta:
+        model = LocalQueue
+        fields = ("name", "paused")
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        try:
+            return conf.check_queue_name(name, "The queue name")
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
 @admin.register(LocalQueue)
 class LocalQueueAdmin(QueueAdminBase):
+    form = LocalQueueForm
     list_display = ("name", "paused", "waiting", "deleted_at")
     list_filter = ("paused",)
     search_fields = ("name",)
@@ -79,7 +188,7 @@ class LocalQueueAdmin(QueueAdminBase):
 
     @admin.display(description="waiting tasks")
     def waiting(self, queue: LocalQueue) -> int:
-        found = LocalTask.objects.filter(queue=queue.name, status__in=("queued", "running"))
+        found = LocalTask.objects.filter(queue=queue.name, status__in=store.WAITING)
         return int(found.aggregate(n=Count("pk"))["n"])
 
     @admin.action(description="Pause selected queues")
@@ -101,19 +210,44 @@ class LocalQueueAdmin(QueueAdminBase):
 
 
 @admin.register(TaskResult)
-class TaskResultAdmin(ResultAdminBase):
-    """Stored results: read-only, filterable by status and task."""
+class TaskResultAdmin(ReadOnlyAdmin):
+    """Stored results: read-only, filterable by status and task, pushed again on request."""
 
-    list_display = ("task", "status", "attempts", "queue", "call_id", "created_at", "finished_at")
+    list_display = ("call", "status", "attempts", "queue", "call_id", "created_at", "finished_at")
     list_filter = ("status", "queue", "task")
     search_fields = ("call_id", "task", "task_name")
     date_hierarchy = "created_at"
-    readonly_fields = tuple(
-        f.name for f in TaskResult._meta.get_fields() if f.concrete and f.name != "id"
+    ordering = ("-created_at", "-id")
+    actions = ("push_again",)
+    fields = (
+        ("call_id", "task_name", "queue"),
+        "call",
+        ("status", "failure_reason", "attempts"),
+        "result",
+        ("error_type", "error_message"),
+        "error_traceback",
+        ("created_at", "pushed_at", "started_at", "finished_at"),
     )
+    readonly_fields = _flat(fields)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    @admin.display(description="call")
+    def call(self, row: TaskResult) -> str:
+        return call_text(row.task, row.args, row.kwargs)
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    @admin.display(description="traceback")
+    def error_traceback(self, row: TaskResult) -> SafeString | str:
+        return _pre(row.traceback)
+
+    @admin.action(description="Push selected calls again", permissions=["manage"])
+    def push_again(self, request: HttpRequest, queryset: QuerySet[TaskResult]) -> None:
+        pushed, refused = 0, []
+        for row in queryset:
+            try:
+                registry.get(row.task)(*row.args, **row.kwargs).delay()
+            except (CloudTaskError, TypeError, ValueError) as exc:
+                refused.append(f"{call_text(row.task, row.args, row.kwargs)}: {exc}")
+            else:
+                pushed += 1
+        self.message_user(request, f"{pushed} call(s) pushed again.", fail_silently=True)
+        for reason in refused:
+            self.message_user(request, f"Not pushed: {reason}", messages.ERROR, fail_silently=True)

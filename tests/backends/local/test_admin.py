@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client, override_settings
 
 from cloudtask import conf
-from cloudtask.models import LocalQueue, LocalTask
+from cloudtask.models import LocalQueue, LocalTask, TaskResult
 from tests import tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -82,3 +82,78 @@ def test_queue_actions(client: Client) -> None:
     assert not LocalQueue.objects.get(pk=queue.pk).paused
     assert act(client, "localqueue", "purge", [queue.pk]) == "2 task(s) purged."
     assert set(LocalTask.objects.values_list("status", flat=True)) == {"deleted"}
+
+
+def test_tasks_are_listed_newest_first(client: Client) -> None:
+    for name in ("first", "second", "third"):
+        tasks.noop().delay(name=name)
+    page = client.get("/admin/cloudtask/localtask/").content.decode()
+    assert page.index(">third<") < page.index(">second<") < page.index(">first<")
+
+
+def test_a_task_page_shows_the_call_and_hides_the_signature(client: Client) -> None:
+    tasks.send_email(to="a@example.com").delay(name="welcome")
+    pk = LocalTask.objects.get(name="welcome").pk
+    page = client.get(f"/admin/cloudtask/localtask/{pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "send_email(to=&#x27;a@example.com&#x27;)" in html  # the call as it reads in code
+    assert "X-CloudTask-Signature: (redacted)" in html
+    assert "v1=" not in html  # the signature's value appears nowhere on the page
+    assert "<details><summary>the request body (" in html  # the raw JSON, folded
+    assert 'name="_save"' not in html  # read-only: nothing to save
+    assert 'name="_continue"' not in html
+
+
+def test_a_failed_task_says_what_failed_it(client: Client) -> None:
+    exhausted = tasks.noop().delay(name="exhausted")
+    gave_up = tasks.noop().delay(name="gave-up")
+    LocalTask.objects.filter(name=exhausted.name).update(
+        status="failed", dispatch_count=3, retry_reason="500 Internal Server Error"
+    )
+    LocalTask.objects.filter(name=gave_up.name).update(
+        status="failed", dispatch_count=1, retry_reason="gave up", last_response_status=200
+    )
+    html = client.get("/admin/cloudtask/localtask/").content.decode()
+    assert "failed after 3 attempt(s): 500 Internal Server Error" in html
+    assert "failed: the task gave up (answered 200)" in html
+
+
+def test_the_queue_form_refuses_a_name_cloud_tasks_would_refuse(client: Client) -> None:
+    page = client.post("/admin/cloudtask/localqueue/add/", {"name": "my queue!"})
+    assert page.status_code == 200
+    assert "The queue name must be a Cloud Tasks queue id" in page.content.decode()
+    assert not LocalQueue.objects.filter(name="my queue!").exists()
+    page = client.post("/admin/cloudtask/localqueue/add/", {"name": "reports"})
+    assert page.status_code == 302
+    assert LocalQueue.objects.filter(name="reports").exists()
+
+
+def test_a_result_page_keeps_the_traceback_and_pushes_again(client: Client) -> None:
+    traceback = 'Traceback (most recent call last):\n  File "x.py", line 1\n    boom()\nValueError'
+    row = TaskResult.objects.create(
+        call_id="c1", task="tests.tasks.add", args=[2], kwargs={"b": 3}, traceback=traceback
+    )
+    unknown = TaskResult.objects.create(call_id="c2", task="tests.tasks.gone")
+    html = client.get(f"/admin/cloudtask/taskresult/{row.pk}/change/").content.decode()
+    assert "add(2, b=3)" in html
+    assert "\n  File &quot;x.py&quot;, line 1\n    boom()" in html  # indentation kept
+    assert 'name="_save"' not in html
+    messages = act(client, "taskresult", "push_again", [row.pk, unknown.pk])
+    assert messages == (
+        "1 call(s) pushed again. | Not pushed: gone(): no task is registered under "
+        "'tests.tasks.gone'"
+    )
+    [pushed] = LocalTask.objects.all()
+    assert pushed.task == "tests.tasks.add"
+
+
+def test_actions_need_the_change_permission(client: Client) -> None:
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_localtask"))
+    browser = Client()
+    browser.force_login(viewer)
+    tasks.noop().delay()
+    page = browser.get("/admin/cloudtask/localtask/")
+    assert page.status_code == 200
+    assert b"run_now" not in page.content
