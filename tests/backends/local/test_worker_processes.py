@@ -309,11 +309,23 @@ def test_before_migrate_the_local_queue_says_run_migrate(
     assert "no such table" not in done.stderr.splitlines()[-1]
 
 
-def test_two_workers_on_sqlite_with_djangos_default_options(
-    scripted_project: tuple[Project, ScriptedServer],
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # Django's defaults: no WAL, a 5 s timeout, deferred transactions
+        # The options docs/howto/local-queue.md recommends.
+        {
+            "init_command": "PRAGMA journal_mode=WAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+    ],
+)
+def test_two_workers_on_sqlite(
+    scripted_project: tuple[Project, ScriptedServer], options: dict[str, Any]
 ) -> None:
     project, server = scripted_project
-    project.env["TEST_SQLITE_OPTIONS"] = "{}"  # no WAL, Django's 5 s timeout
+    project.env["TEST_SQLITE_OPTIONS"] = json.dumps(options)
     project.push("noop", 60, {})
     workers = [
         project.start("worker", "--burst", "--poll-interval", "0.05", "--concurrency", "4")
