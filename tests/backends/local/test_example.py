@@ -64,7 +64,8 @@ def free_port() -> int:
         return port
 
 
-def test_cloudtask_dev_serves_and_delivers(tmp_path: Path) -> None:
+def start_dev(tmp_path: Path) -> tuple[dict[str, str], subprocess.Popen[str]]:
+    """Migrate the example project, then start cloudtask_dev on a free port."""
     port = free_port()
     env = example_env(tmp_path, EXAMPLE_TASKS_URL=f"http://127.0.0.1:{port}/_tasks/")
     manage(env, "migrate", "--verbosity", "0")
@@ -76,6 +77,11 @@ def test_cloudtask_dev_serves_and_delivers(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return env, dev
+
+
+def test_cloudtask_dev_serves_and_delivers(tmp_path: Path) -> None:
+    env, dev = start_dev(tmp_path)
     try:
         push = "from shop.tasks import add; print(add(a=20, b=22).delay(name='dev-check').name)"
         assert manage(env, "shell", "-v", "0", "-c", push).strip() == "dev-check"
@@ -109,17 +115,7 @@ def test_worker_command_line_runs_the_same_manage_py(monkeypatch: pytest.MonkeyP
 
 
 def test_closing_the_terminal_stops_the_worker_too(tmp_path: Path) -> None:
-    port = free_port()
-    env = example_env(tmp_path, EXAMPLE_TASKS_URL=f"http://127.0.0.1:{port}/_tasks/")
-    manage(env, "migrate", "--verbosity", "0")
-    dev = subprocess.Popen(
-        [sys.executable, "manage.py", "cloudtask_dev", f"127.0.0.1:{port}", "--noreload"],
-        cwd=EXAMPLE,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    _, dev = start_dev(tmp_path)
     assert dev.stdout is not None
     lines = []
     while "cloudtask_worker mode=watching" not in (line := dev.stdout.readline()):
