@@ -125,9 +125,15 @@ class TaskCall(Generic[R]):
 
     def __del__(self) -> None:
         made_at = getattr(self, "_made_at", None)
-        if made_at is None or sys.meta_path is None:  # used, or the interpreter is exiting
+        if made_at is None:
+            return  # pushed or run
+        try:
+            warn, exiting = warnings.warn_explicit, sys.meta_path is None
+        except AttributeError:
+            return  # the interpreter is exiting and has cleared this module's globals
+        if exiting:
             return
-        warnings.warn_explicit(
+        warn(
             f"{self!r} was never pushed or run: call .delay(), .schedule() or .execute() on "
             "it (a task call does nothing by itself).",
             RuntimeWarning,
