@@ -102,7 +102,8 @@ def check_address(addrport: str) -> None:
 
 
 def _hang_up(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # unwinds runserver; the finally clause stops the worker
+    # Unwinds runserver without a traceback; the finally clause stops the worker.
+    raise SystemExit(128 + signum)
 
 
 def _stop(worker: subprocess.Popen[bytes]) -> None:

@@ -76,11 +76,12 @@ class Command(BaseCommand):
             poll_interval=options["poll_interval"],
             log=self._writer(verbosity),
         )
+        # Before the first line: whoever waits for that line may signal at once.
+        restore = worker.install_signal_handlers()
         if verbosity:
             mode = "burst" if options["burst"] else "watching"
             served = ",".join(worker.queues or ["*"])
             self._line(f"cloudtask_worker mode={mode} queues={served} pid={os.getpid()}")
-        restore = worker.install_signal_handlers()
         try:
             summary = worker.run(burst=options["burst"])
         finally:
