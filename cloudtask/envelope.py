@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,24 @@ VERSION = 1
 #: header, as in the body's "status": a 2xx with "failed" is a call that failed for good.
 OUTCOME_HEADER = "X-CloudTask-Outcome"
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-_decoder = json.JSONDecoder()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: JSON has no infinity, and a pusher refuses it
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+# NaN, Infinity and numbers too large for a float are refused, as the pushing side does.
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+#: A call id as cloudtask makes them (hex), or as a test or another sender may: short ASCII.
+_CALL_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_MAX_TASK_NAME = 500
 
 
 @dataclass(slots=True)  # not frozen: its __init__ costs twice as much, on every delivery
@@ -99,15 +117,35 @@ def decode(body: bytes) -> Envelope:
     args, kwargs = data.get("args", []), data.get("kwargs", {})
     if not isinstance(task, str) or not task:
         raise MalformedEnvelope("'task' must be a non-empty string")
-    if not isinstance(call_id, str):
-        raise MalformedEnvelope("'id' must be a string")
+    if len(task) > _MAX_TASK_NAME or not task.isprintable():
+        raise MalformedEnvelope(
+            f"'task' must be printable text of at most {_MAX_TASK_NAME} characters"
+        )
+    if not isinstance(call_id, str) or not _CALL_ID_RE.fullmatch(call_id):
+        raise MalformedEnvelope("'id' must be 1 to 128 letters, digits or '_.:-'")
     if not isinstance(args, list):
         raise MalformedEnvelope("'args' must be a list")
     if not isinstance(kwargs, dict):
         raise MalformedEnvelope("'kwargs' must be an object")
+    # A \\uD800 escape with no pair decodes to a lone surrogate, which no UTF-8 answer or
+    # push can carry; only bodies with an escape at all pay for the search.
+    if b"\\u" in body and _has_lone_surrogate(data):
+        raise MalformedEnvelope("body has a lone UTF-16 surrogate (an unpaired \\uD800 escape)")
     # args and kwargs are optional, so the number of keys does not tell whether extras exist.
     extra = {k: v for k, v in data.items() if k not in _FIELDS}
     return Envelope(task_name=task, id=call_id, args=args, kwargs=kwargs, extra=extra)
 
 
 _FIELDS = frozenset({"v", "task", "id", "args", "kwargs"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Return whether any string in ``value`` (keys included) holds a lone surrogate."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False

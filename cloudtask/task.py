@@ -48,6 +48,8 @@ class Task(Generic[P, R]):
     call_signature: inspect.Signature = field(init=False, repr=False, compare=False)
     _check_arguments: ArgumentChecker = field(init=False, repr=False, compare=False)
     _is_coroutine: bool = field(init=False, repr=False, compare=False)
+    #: The request parameter's name where ``**kwargs`` would accept it as an argument.
+    _request_keyword: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         options.check_task(self)
@@ -55,6 +57,9 @@ class Task(Generic[P, R]):
         call_signature = signature.replace(parameters=list(signature.parameters.values())[1:])
         object.__setattr__(self, "call_signature", call_signature)
         object.__setattr__(self, "_check_arguments", ArgumentChecker(call_signature))
+        first, *rest = signature.parameters.values()
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest)
+        object.__setattr__(self, "_request_keyword", first.name if takes_any else None)
         # Decided once: inspect's check costs more than the rest of a small task's run.
         object.__setattr__(self, "_is_coroutine", inspect.iscoroutinefunction(self.func))
 
@@ -66,7 +71,7 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> TaskCall[R]:
         """Bind the arguments and return a call ready to push or run."""
         try:
-            self._check_arguments(args, kwargs)
+            self.check_received(args, kwargs)  # type: ignore[arg-type]
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}{options.request_hint(self, args)}") from None
         arguments_json = envelope.check_arguments(self.name, args, kwargs)
@@ -91,6 +96,12 @@ class Task(Generic[P, R]):
     def check_received(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         """Raise TypeError if received arguments no longer bind to the function."""
         self._check_arguments(args, kwargs)
+        if self._request_keyword is not None and self._request_keyword in kwargs:
+            # **kwargs would take it, and the call would then fail on every delivery.
+            raise TypeError(
+                f"{self._request_keyword!r} is the parameter that receives the "
+                "CloudTaskRequest; it cannot be passed as an argument"
+            )
 
     def run(self, request: CloudTaskRequest, args: list[Any], kwargs: dict[str, Any]) -> R:
         """Call the function; coroutine functions are run to completion."""

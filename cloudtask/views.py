@@ -44,10 +44,11 @@ def endpoint(request: HttpRequest) -> HttpResponse:
 
 def _deliver(request: HttpRequest) -> executor.Outcome:
     limit = conf.max_body_size()
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if not (isinstance(length, str) and length.isascii() and length.isdigit()):
+        # Django's request.body would fail on it with a 500; nothing is read.
+        return executor.refuse(InvalidRequest("Content-Length is not a number of bytes"))
+    declared = int(length)
     # The length is checked before the body is read, so a huge body is never buffered.
     if declared > limit:
         return executor.refuse(

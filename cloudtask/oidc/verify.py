@@ -146,8 +146,15 @@ def _json_segment(segment: str, what: str) -> dict[str, Any]:
     return value
 
 
+#: Seconds since the epoch beyond any real token's times (the year 2286 and later).
+_MAX_TIME = 10**10
+
+
 def _is_time(value: Any) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    # Bounded before any float conversion: 10**400 would overflow one.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return -_MAX_TIME < value < _MAX_TIME if isinstance(value, int) else math.isfinite(value)
 
 
 def _shown(value: Any) -> str:

@@ -92,7 +92,7 @@ def test_csrf_is_not_required() -> None:
         (envelope(v=True), "unsupported envelope version True; expected 1"),
         (envelope(task=""), "'task' must be a non-empty string"),
         (envelope(task=5), "'task' must be a non-empty string"),
-        (envelope(id=None), "'id' must be a string"),
+        (envelope(id=None), "'id' must be 1 to 128 letters, digits or '_.:-'"),
         (envelope(args={"a": 1}), "'args' must be a list"),
         (envelope(kwargs=[1]), "'kwargs' must be an object"),
     ],
@@ -405,3 +405,90 @@ def test_capture_and_view_agree() -> None:
         headers={signing.SIGNATURE_HEADER: captured_request.headers[signing.SIGNATURE_HEADER]},
     )
     assert response.json()["result"] == 42
+
+
+# Hostile input: never a 500, never a run ----------------------------------------------------
+
+
+@pytest.mark.parametrize("length", ["abc", "1e3", "0x10", "-1", "٣"])
+def test_a_content_length_that_is_not_a_number_is_refused(length: str) -> None:
+    body = envelope()
+    client = Client(enforce_csrf_checks=True)
+    headers = {signing.SIGNATURE_HEADER: signing.sign(ENDPOINT, body)}
+    response = client.generic(
+        "POST",
+        ENDPOINT,
+        body,
+        content_type="application/json",
+        headers=headers,
+        CONTENT_LENGTH=length,
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "status": "error",
+        "error": "bad-request",
+        "detail": "Content-Length is not a number of bytes",
+    }
+    assert tasks.calls == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        (b'"args":[NaN]', "body is not valid JSON (ValueError)"),
+        (b'"args":[Infinity]', "body is not valid JSON (ValueError)"),
+        (b'"args":[-Infinity]', "body is not valid JSON (ValueError)"),
+        (b'"args":[1e400]', "body is not valid JSON (ValueError)"),
+        (b'"args":["\\ud800"]', "body has a lone UTF-16 surrogate (an unpaired \\uD800 escape)"),
+        (
+            b'"kwargs":{"\\udfff":1}',
+            "body has a lone UTF-16 surrogate (an unpaired \\uD800 escape)",
+        ),
+    ],
+)
+def test_values_a_pusher_refuses_are_refused_in_a_signed_body(raw: bytes, detail: str) -> None:
+    body = b'{"v":1,"task":"tests.tasks.echo","id":"call-1",' + raw + b"}"
+    response = post(body)
+    assert response.status_code == 400
+    assert response.json() == {"status": "error", "error": "bad-envelope", "detail": detail}
+    assert tasks.calls == []
+
+
+def test_a_surrogate_pair_is_an_ordinary_character() -> None:
+    response = post(b'{"v":1,"task":"tests.tasks.echo","id":"call-1","args":["\\ud83d\\ude00"]}')
+    assert response.status_code == 200
+    assert response.json()["result"] == {"args": ["\U0001f600"], "kwargs": {}}
+
+
+@pytest.mark.parametrize(
+    ("fields", "detail"),
+    [
+        ({"id": "\ud800"}, "'id' must be 1 to 128 letters, digits or '_.:-'"),
+        ({"id": "a b"}, "'id' must be 1 to 128 letters, digits or '_.:-'"),
+        ({"id": "x" * 129}, "'id' must be 1 to 128 letters, digits or '_.:-'"),
+        ({"id": ""}, "'id' must be 1 to 128 letters, digits or '_.:-'"),
+        ({"task": "tests.tasks.add\n"}, "'task' must be printable text of at most 500 characters"),
+        ({"task": "t" * 501}, "'task' must be printable text of at most 500 characters"),
+    ],
+)
+def test_the_envelope_fields_are_checked_before_anything_runs(
+    fields: dict[str, Any], detail: str
+) -> None:
+    body = json.dumps({"v": 1, "task": "tests.tasks.add", "id": "call-1", **fields}).encode()
+    response = post(body)
+    assert response.status_code == 400
+    assert response.json() == {"status": "error", "error": "bad-envelope", "detail": detail}
+    assert tasks.calls == []
+
+
+def test_a_request_keyword_is_refused_at_call_time_and_at_the_endpoint() -> None:
+    with pytest.raises(TypeError) as excinfo:
+        tasks.echo(request=1)
+    assert str(excinfo.value) == (
+        "tests.tasks.echo(): 'request' is the parameter that receives the CloudTaskRequest; it "
+        "cannot be passed as an argument"
+    )
+    response = post(envelope(task="tests.tasks.echo", kwargs={"request": 1}))
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad-arguments"
+    assert tasks.calls == []

@@ -100,6 +100,10 @@ def test_both_google_issuers_are_accepted(key: Key) -> None:
         ({"exp": DROP}, "iat or exp missing or not a number"),
         ({"iat": "now"}, "iat or exp missing or not a number"),
         ({"iat": True}, "iat or exp missing or not a number"),
+        # Beyond any float: comparing or logging them must not overflow into a 500.
+        ({"exp": 10**400}, "iat or exp missing or not a number"),
+        ({"iat": -(10**400)}, "iat or exp missing or not a number"),
+        ({"exp": 10**10}, "iat or exp missing or not a number"),
     ],
 )
 def test_wrong_claims_are_refused(
