@@ -104,6 +104,8 @@ class Worker:
         #: URLs where nothing answered, said once until something answers there again.
         self._unreachable: set[str] = set()
         self._throttled = False
+        #: What a signal handler has to say; the loop says it, outside the handler.
+        self._notice = ""
 
     @property
     def in_flight(self) -> int:
@@ -156,6 +158,7 @@ class Worker:
     def run(self, *, burst: bool = False) -> Summary:
         """Deliver until stopped; with ``burst``, until no task is due and none in flight."""
         while not self.stopped:
+            self._say_notice()
             started = self.run_once()
             if self.stopping and not self._in_flight:
                 break
@@ -164,9 +167,15 @@ class Worker:
             if not started:
                 self.wait(self._idle_timeout())
         self.stopped = True
+        self._say_notice()
         if not self._in_flight:
             self.close()
         return self.summary
+
+    def _say_notice(self) -> None:
+        notice, self._notice = self._notice, ""
+        if notice:
+            self.log(notice)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the delivery threads once they are idle, closing their connections."""
@@ -188,10 +197,14 @@ class Worker:
         """Make SIGINT and SIGTERM call :meth:`request_stop`; return a function undoing it."""
 
         def handle(signum: int, frame: FrameType | None) -> None:
+            # No I/O here: the signal may arrive in the middle of a write to the same stream,
+            # which Python refuses to re-enter. The loop says it (:meth:`_say_notice`).
             if self.stopping:
-                self.log("second signal: exiting now; unfinished tasks return after their lease")
+                self._notice = (
+                    "second signal: exiting now; unfinished tasks return after their lease"
+                )
             else:
-                self.log(
+                self._notice = (
                     f"finishing {len(self._in_flight)} in-flight deliveries; "
                     "send the signal again to exit at once"
                 )

@@ -128,8 +128,8 @@ def test_closing_the_terminal_stops_the_worker_too(tmp_path: Path) -> None:
     while time.monotonic() < deadline and worker_alive(worker_pid):
         time.sleep(0.1)
     assert not worker_alive(worker_pid), output
-    assert "cloudtask_worker dispatched=" in output  # it finished as after a SIGTERM
-    assert "Traceback" not in output
+    assert "cloudtask_worker dispatched=" in output, output  # it finished as after a SIGTERM
+    assert "Traceback" not in output, output
     assert dev.returncode == 129  # 128 + SIGHUP, as a shell reports a hang-up
 
 
