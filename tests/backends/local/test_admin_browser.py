@@ -70,6 +70,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 def admin_url(static_url: None, live_server: Any, browser: Any) -> Iterator[str]:
     """The live admin, logged in as a superuser, with tasks on the local queue."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     local = {"BACKEND": conf.LOCAL_BACKEND, "URL": "http://127.0.0.1:8000/_tasks/"}
     with override_settings(CLOUDTASK=local):
@@ -78,6 +79,10 @@ def admin_url(static_url: None, live_server: Any, browser: Any) -> Iterator[str]
         browser.find_element(By.NAME, "username").send_keys("admin")
         browser.find_element(By.NAME, "password").send_keys("a-long-password-1")
         browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+        # Logged in once the admin's index has loaded: before, a page could still redirect
+        # to the login form.
+        WebDriverWait(browser, 30).until(lambda driver: "/login/" not in driver.current_url)
+        assert browser.find_element(By.ID, "user-tools")
         yield live_server.url + "/admin/cloudtask/"
 
 
