@@ -168,6 +168,11 @@ def check_url(value: Any, what: str) -> str:
     return value
 
 
+def dedup_window() -> timedelta:
+    """Return how long a task name stays taken after its task ran or was deleted (locally)."""
+    return check_dedup_window(get("LOCAL_DEDUP_WINDOW"), "CLOUDTASK['LOCAL_DEDUP_WINDOW']")
+
+
 def check_dedup_window(value: Any, what: str) -> timedelta:
     """Validate a local window (de-duplication, queue name reuse): a duration of 0 or more."""
     window = to_timedelta(value, what)

@@ -211,11 +211,30 @@ def test_named_task_is_refused_while_the_first_is_queued() -> None:
     assert len(captured) == 1
 
 
-def test_named_task_can_be_pushed_again_after_it_ran() -> None:
+def test_a_name_stays_taken_after_its_task_ran_as_on_cloud_tasks() -> None:
     with capture_tasks() as captured:
         tasks.named_refresh().delay()
         captured.run_all()
+        with pytest.raises(TaskAlreadyExists):  # ran: taken for LOCAL_DEDUP_WINDOW (1 h)
+            tasks.named_refresh().delay()
+    assert len(captured) == 1
+
+
+def test_a_name_is_free_again_once_the_window_has_passed() -> None:
+    with capture_tasks() as captured:
         tasks.named_refresh().delay()
+        captured.run_all()
+        captured[0].ran_at -= 3601  # type: ignore[operator]  # an hour and a second ago
+        tasks.named_refresh().delay()
+    assert len(captured) == 2
+    no_window = {
+        "BACKEND": "cloudtask.backends.immediate.ImmediateBackend",
+        "LOCAL_DEDUP_WINDOW": 0,
+    }
+    with override_settings(CLOUDTASK=no_window), capture_tasks() as captured:
+        tasks.named_refresh().delay()
+        captured.run_all()
+        tasks.named_refresh().delay()  # no window: free as soon as it ran
     assert len(captured) == 2
 
 

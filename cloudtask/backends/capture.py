@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 
 from django.test import Client
 
+from .. import conf
 from ..envelope import decode
 from ..exceptions import TaskAlreadyExists
 from ..oidc import authorization
@@ -47,6 +49,8 @@ class CapturedTask:
     call_id: str
     http_request: CapturedHttpRequest
     done: bool = field(default=False, repr=False)
+    #: When it was run (``time.monotonic()``): its name stays taken for the window after.
+    ran_at: float | None = field(default=None, repr=False)
     #: The OIDC token Cloud Tasks would add (service_account_email, audience), or None.
     oidc_token: dict[str, str] | None = None
 
@@ -68,7 +72,7 @@ class CapturedTask:
         # for the same service account and audience; where it would add none, none is sent.
         headers.update(authorization(self.oidc_token))
         content_type = headers.pop("Content-Type")
-        self.done = True
+        self.done, self.ran_at = True, time.monotonic()
         response: TestResponse = client.generic(
             self.http_request.method,
             self.path,
@@ -99,7 +103,12 @@ class CapturedTasks(list[CapturedTask]):
 
 
 class CaptureBackend(InProcessBackend):
-    """Appends every push to a CapturedTasks list; named tasks are refused while pending."""
+    """Appends every push to a CapturedTasks list; a name is refused while it is taken.
+
+    As on Cloud Tasks (and the local queue), a task's name stays taken while the task waits
+    and for ``CLOUDTASK["LOCAL_DEDUP_WINDOW"]`` (1 hour by default, 0 to free it at once)
+    after it ran, so a test sees the ``TaskAlreadyExists`` production would raise.
+    """
 
     #: run_all() signs development OIDC tokens, which the endpoint accepts during the block.
     trusts_development_tokens = True
@@ -111,10 +120,7 @@ class CaptureBackend(InProcessBackend):
     def push(self, message: TaskMessage) -> str:
         data = decode(message.body)
         with self._lock:
-            if message.task_id is not None and any(
-                c.name == message.task_id and c.queue == message.queue and not c.done
-                for c in self.captured
-            ):
+            if message.task_id is not None and self._taken(message.task_id, message.queue):
                 raise TaskAlreadyExists(message.task_id, message.queue)
             task_id = message.task_id or generated_task_id()
             self.captured.append(
@@ -137,3 +143,11 @@ class CaptureBackend(InProcessBackend):
                 )
             )
         return task_id
+
+    def _taken(self, task_id: str, queue: str) -> bool:
+        window = conf.dedup_window().total_seconds()
+        now = time.monotonic()
+        return any(
+            c.name == task_id and c.queue == queue and (c.ran_at is None or now - c.ran_at < window)
+            for c in self.captured
+        )

@@ -78,13 +78,6 @@ def add(message: TaskMessage, task_id: str) -> str:
     return task_id
 
 
-def dedup_window() -> timedelta:
-    """Return how long a name stays taken after its task ran or was deleted."""
-    return conf.check_dedup_window(
-        conf.get("LOCAL_DEDUP_WINDOW"), "CLOUDTASK['LOCAL_DEDUP_WINDOW']"
-    )
-
-
 def queue_path(queue: str) -> str:
     """Return the full name of a local queue, shaped like a Cloud Tasks queue path."""
     return f"local/queues/{queue}"
@@ -110,14 +103,14 @@ def reclaim(queue: LocalQueue, now: datetime) -> None:
 
 def _release_name(queue: str, task_id: str, now: datetime) -> None:
     LocalTask.objects.filter(
-        queue=queue, name=task_id, status__in=FINISHED, finished_at__lte=now - dedup_window()
+        queue=queue, name=task_id, status__in=FINISHED, finished_at__lte=now - conf.dedup_window()
     ).delete()
 
 
 def prune(now: datetime) -> int:
     """Delete succeeded and deleted tasks whose names are free again; failed ones stay."""
     count, _ = LocalTask.objects.filter(
-        status__in=("succeeded", "deleted"), finished_at__lte=now - dedup_window()
+        status__in=("succeeded", "deleted"), finished_at__lte=now - conf.dedup_window()
     ).delete()
     return int(count)
 
