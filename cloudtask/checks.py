@@ -19,6 +19,7 @@ is checked like its parent.
 | cloudtask.E011 | MAX_BODY_SIZE is not a positive integer |
 | cloudtask.E012 | RESULTS is not True or False |
 | cloudtask.E013 | EMULATOR_HOST is not "host:port" |
+| cloudtask.E014 | SIGNATURE_MAX_AGE is not a positive duration |
 | cloudtask.E020 | OIDC is not a dict, or has an unknown key |
 | cloudtask.E021 | OIDC AUDIENCE is not an absolute http(s) URL, or none can be derived |
 | cloudtask.E022 | OIDC required but SERVICE_ACCOUNTS (default [SAE]) empty or not strings |
@@ -84,6 +85,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     messages += _check_value("URL", conf.check_url, "cloudtask.E006")
     messages += _check_value("QUEUE", conf.check_queue_name, "cloudtask.E008")
     messages += _check_value("TIMEOUT", conf.check_timeout, "cloudtask.E009")
+    messages += _check_value("SIGNATURE_MAX_AGE", conf.check_signature_max_age, "cloudtask.E014")
     try:
         conf.max_body_size()
     except ConfigurationError as exc:

@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "BACKEND": None,
     "TIMEOUT": None,
     "MAX_BODY_SIZE": 1024 * 1024,
+    # How long a signed body stays valid after its first planned delivery; None: for ever.
+    "SIGNATURE_MAX_AGE": None,
     "EMULATOR_HOST": None,
     "AUTO_CREATE_QUEUES": True,
     "OIDC": None,
@@ -120,6 +122,32 @@ def max_body_size() -> int:
             f"CLOUDTASK['MAX_BODY_SIZE'] must be a positive number of bytes, not {limit!r}."
         )
     return limit
+
+
+@cache
+def signature_max_age() -> timedelta | None:
+    """Return SIGNATURE_MAX_AGE (None when unset), refusing anything but a positive duration.
+
+    Asked on every delivery, so kept until a setting changes (``on_change``).
+    """
+    value = get("SIGNATURE_MAX_AGE")
+    if value is None:
+        return None
+    try:
+        return check_signature_max_age(value, "CLOUDTASK['SIGNATURE_MAX_AGE']")
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def check_signature_max_age(value: Any, what: str) -> timedelta:
+    """Validate a signature lifetime: a positive number of seconds or a timedelta."""
+    age = to_timedelta(value, what)
+    if age <= timedelta(0):
+        raise ValueError(
+            f"{what} must be a positive duration (e.g. 7 * 24 * 3600 for a week) or None, "
+            f"not {age.total_seconds():g} seconds."
+        )
+    return age
 
 
 def backend_path() -> str:
@@ -217,6 +245,7 @@ def oidc_required() -> bool:
 
 
 on_change(oidc_required.cache_clear)
+on_change(signature_max_age.cache_clear)
 on_change(require_installed.cache_clear)
 
 

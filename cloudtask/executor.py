@@ -13,11 +13,19 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import conf, envelope, failures, options, queues, signals, signing
-from .exceptions import ArgumentsDoNotBind, ConfigurationError, InvalidRequest, InvalidToken, Retry
+from .exceptions import (
+    ArgumentsDoNotBind,
+    ConfigurationError,
+    InvalidRequest,
+    InvalidToken,
+    Retry,
+    TaskAlreadyExists,
+)
 from .oidc import verify_request
 from .push import push
 from .registry import registry
 from .request import CloudTaskRequest, meta_key
+from .task_ids import make_task_id
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -83,6 +91,7 @@ def deliver(
         signing.verify(path, body, meta.get(signing.SIGNATURE_META_KEY))
         oidc_email = _verify_oidc(meta) if http_request is not None else None
         data = envelope.decode(body)
+        signing.check_expiry(data.extra)
         task = registry.get(data.task_name)
         try:
             task.check_received(data.args, data.kwargs)
@@ -306,7 +315,12 @@ class Execution:
         return _answer(500 if reason == "max-attempts" else 200, body, exception=exc)
 
     def push_failure_handler(self, exc: BaseException) -> None:
-        """Push the task's ``on_failure`` task; a problem there never changes the answer."""
+        """Push the task's ``on_failure`` task; a problem there never changes the answer.
+
+        The push is named after the call, so a call gives up with one ``on_failure`` push
+        even when its last attempt is delivered twice, or replayed with forged retry counters
+        (the ``X-CloudTasks-*`` headers are not signed): the backend refuses the second.
+        """
         handler = self.task.on_failure
         if handler is None:
             return
@@ -320,7 +334,11 @@ class Execution:
                 args=self.data.args,
                 kwargs=self.data.kwargs,
                 error=failures.describe(exc),
-            ).push()
+            ).push(name=make_task_id(f"on-failure-{self.data.id}"))
+        except TaskAlreadyExists:
+            logger.info(
+                "task=%s id=%s on_failure_already_pushed=true", self.task.name, self.data.id
+            )
         except Exception:
             logger.exception(
                 "task=%s id=%s on_failure_push_failed=%s", self.task.name, self.data.id, handler

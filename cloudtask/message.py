@@ -42,7 +42,7 @@ def build_message(
     else:
         url = url or backend.default_url()
     call_id = call_id or new_call_id()
-    body = _body(call, call_id, retries)
+    body = _body(call, call_id, retries, eta)
     limit = conf.max_body_size()
     if len(body) > limit:
         raise PayloadTooLarge(len(body), limit)
@@ -81,8 +81,11 @@ def _oauth_token(auth: str | None, scope: str | None) -> dict[str, str] | None:
     }
 
 
-def _body(call: TaskCall[Any], call_id: str, retries: int) -> bytes:
+def _body(call: TaskCall[Any], call_id: str, retries: int, eta: datetime | None) -> bytes:
     extra: dict[str, Any] = {"retries": retries} if retries else {}
+    expires = signing.expires(eta)
+    if expires is not None:
+        extra[signing.EXPIRES_FIELD] = expires
     delivery = route(call)
     if delivery:
         extra["route"] = delivery

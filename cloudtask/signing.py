@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
+import time
+from collections.abc import Mapping
+from datetime import datetime
 from functools import cache
+from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
@@ -24,6 +29,8 @@ SIGNATURE_HEADER = "X-CloudTask-Signature"
 #: The same header as Django exposes it in ``request.META``.
 SIGNATURE_META_KEY = "HTTP_X_CLOUDTASK_SIGNATURE"
 
+#: The signed body field with the Unix time after which the endpoint refuses the body.
+EXPIRES_FIELD = "exp"
 _SIGNATURE_RE = re.compile(r"v1=([0-9a-f]{64})")
 _DERIVATION_SALT = b"cloudtask.signing.v1"
 
@@ -110,3 +117,35 @@ def verify(path: str, body: bytes, header: str | None) -> None:
         valid |= hmac.compare_digest(_mac(key, path, body), given)
     if not valid:
         raise AuthenticationFailed("signature does not match")
+
+
+def expires(first_delivery: datetime | None) -> int | None:
+    """Return the ``exp`` to sign into a body, or None while SIGNATURE_MAX_AGE is unset.
+
+    The age counts from the first planned delivery (the ETA, or now), so a task scheduled
+    for next week is not refused on arrival.
+    """
+    max_age = conf.signature_max_age()
+    if max_age is None:
+        return None
+    start = first_delivery.timestamp() if first_delivery is not None else time.time()
+    return math.ceil(start + max_age.total_seconds())
+
+
+def check_expiry(fields: Mapping[str, Any]) -> None:
+    """Raise AuthenticationFailed if a verified body's ``exp`` has passed.
+
+    A body that carries ``exp`` is held to it whatever this side's setting; while
+    SIGNATURE_MAX_AGE is set, a body without one is refused as well.
+    """
+    expiry = fields.get(EXPIRES_FIELD)
+    if expiry is None:
+        if conf.signature_max_age() is not None:
+            raise AuthenticationFailed(
+                "signed body has no expiry while CLOUDTASK['SIGNATURE_MAX_AGE'] is set"
+            )
+        return
+    if type(expiry) is not int:
+        raise AuthenticationFailed(f"signed body's {EXPIRES_FIELD!r} is not a Unix time")
+    if time.time() > expiry:
+        raise AuthenticationFailed("signature expired (CLOUDTASK['SIGNATURE_MAX_AGE'])")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings as django_settings
-from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
-from django.http.request import RawPostDataException
 from django.views.decorators.csrf import csrf_exempt
 
 from . import conf, envelope, executor
@@ -43,7 +41,7 @@ def endpoint(request: HttpRequest) -> HttpResponse:
 
 
 def _deliver(request: HttpRequest) -> executor.Outcome:
-    limit = conf.max_body_size()
+    limit, limit_name = _body_limit()
     length = request.META.get("CONTENT_LENGTH") or "0"
     if not (isinstance(length, str) and length.isascii() and length.isdigit()):
         # Django's request.body would fail on it with a 500; nothing is read.
@@ -51,22 +49,30 @@ def _deliver(request: HttpRequest) -> executor.Outcome:
     declared = int(length)
     # The length is checked before the body is read, so a huge body is never buffered.
     if declared > limit:
-        return executor.refuse(
-            PayloadRefused(f"body is {declared} bytes; CLOUDTASK['MAX_BODY_SIZE'] is {limit}")
-        )
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        django_limit = django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        return executor.refuse(
-            PayloadRefused(
-                f"body is {declared} bytes; Django's DATA_UPLOAD_MAX_MEMORY_SIZE is {django_limit}"
-            )
-        )
-    except RawPostDataException:
+        return executor.refuse(PayloadRefused(f"body is {declared} bytes; {limit_name} is {limit}"))
+    if request._read_started and not hasattr(request, "_body"):  # type: ignore[attr-defined]
         # A middleware parsed the body as form data first; a task body is JSON.
         return executor.refuse(InvalidRequest("body was already read as form data"))
+    # At most one byte over the limit is read, whatever Content-Length said: a chunked body
+    # (no Content-Length, possible on ASGI) or one longer than declared is cut off here.
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        return executor.refuse(
+            PayloadRefused(f"body is over {limit} bytes; {limit_name} is {limit}")
+        )
     return executor.deliver(path=request.path, body=body, meta=request.META, http_request=request)
+
+
+def _body_limit() -> tuple[int, str]:
+    """Return the largest body accepted and the setting that sets it.
+
+    Django's DATA_UPLOAD_MAX_MEMORY_SIZE is honoured too, as it is for any other view.
+    """
+    limit = conf.max_body_size()
+    django_limit = django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if django_limit is not None and django_limit < limit:
+        return django_limit, "Django's DATA_UPLOAD_MAX_MEMORY_SIZE"
+    return limit, "CLOUDTASK['MAX_BODY_SIZE']"
 
 
 def _respond(outcome: executor.Outcome) -> HttpResponse:

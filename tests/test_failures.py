@@ -471,3 +471,24 @@ def test_a_refusal_after_decoding_logs_the_task_and_call_id(
     assert lines[1].startswith("task=tests.tasks.add id=call-7 status=refused code=bad-arguments")
     # A body whose signature does not verify is not trusted, not even for a log line.
     assert lines[2].startswith("task=- id=- status=refused code=forbidden")
+
+
+def test_a_replayed_last_attempt_pushes_on_failure_once_per_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The X-CloudTasks-* counters are not signed: a replay (or a duplicate delivery) of the
+    # last attempt gives up again, but the on_failure push is named after the call.
+    caplog.set_level(logging.INFO, "cloudtask")
+    with capture_tasks() as captured:
+        for _ in range(3):
+            response = deliver("tests.tasks.fails_twice_allowed", {"n": 1}, retry_count=2)
+            assert response.json()["reason"] == "max-retries"
+    assert [c.task for c in captured] == [tasks.record_failure]
+    assert caplog.text.count("on_failure_already_pushed=true") == 2
+
+
+def test_another_call_of_the_same_task_gets_its_own_on_failure() -> None:
+    with capture_tasks() as captured:
+        deliver("tests.tasks.fails_twice_allowed", {"n": 1}, retry_count=2)
+        deliver("tests.tasks.fails_twice_allowed", {"n": 1}, retry_count=2, id="call-8")
+    assert [c.kwargs["id"] for c in captured] == ["call-7", "call-8"]

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from cloudtask import signing
 from tests import tasks
+from tests.support.handlers import call_asgi, call_wsgi
 from tests.support.helpers import ENDPOINT, post
 
 json_values = st.recursive(
@@ -108,3 +109,83 @@ def test_validly_signed_random_requests_never_answer_500(
         assert tasks.calls != []
         assert response.json()["status"] == "failed"
     assert signing.sign(ENDPOINT, body)[3:] not in response.content.decode()
+
+
+# The whole request, through Django's own WSGI and ASGI handlers: method, path, headers, body
+# bytes and framing all vary; only an untouched signed request may run anything.
+methods = st.sampled_from(["POST"] * 6 + ["GET", "HEAD", "PUT", "OPTIONS", "PATCH", "DELETE"])
+tampering = st.sampled_from(["none", "none", "body", "path", "signature", "no-signature"])
+lengths = st.sampled_from(["exact", "exact", "absent", "shorter", "longer"]) | header_values
+other_headers = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["Content-Type", "Authorization", "Transfer-Encoding", "X-Forwarded-For", "Cookie"]
+        ),
+        header_values,
+    ),
+    max_size=3,
+)
+
+
+def _tamper(kind: str, body: bytes, path: str, signature: str) -> tuple[bytes, str, str | None]:
+    if kind == "body":
+        return body + b" ", path, signature
+    if kind == "path":
+        return body, path + "x/", signature
+    if kind == "signature":
+        return body, path, signature[:-1] + ("0" if signature[-1] != "0" else "1")
+    if kind == "no-signature":
+        return body, path, None
+    return body, path, signature
+
+
+def _content_length(kind: str, body: bytes) -> str | None:
+    sizes = {"exact": len(body), "shorter": max(len(body) - 1, 0), "longer": len(body) + 7}
+    if kind == "absent":
+        return None
+    return str(sizes[kind]) if kind in sizes else kind
+
+
+@FUZZ
+@given(
+    transport=st.sampled_from(["wsgi", "asgi"]),
+    method=methods,
+    body=bodies,
+    tamper=tampering,
+    length=lengths,
+    extra=other_headers,
+    cloud=cloud_headers,
+    chunk=st.integers(min_value=1, max_value=64),
+)
+def test_whole_requests_never_answer_500_and_never_run_unless_signed(
+    transport: str,
+    method: str,
+    body: bytes,
+    tamper: str,
+    length: str,
+    extra: list[tuple[str, str]],
+    cloud: dict[str, str],
+    chunk: int,
+) -> None:
+    tasks.calls.clear()
+    signature = signing.sign(ENDPOINT, body)
+    sent_body, path, sent_signature = _tamper(tamper, body, ENDPOINT, signature)
+    headers = [*extra, *cloud.items()]
+    if sent_signature is not None:
+        headers.append((signing.SIGNATURE_HEADER, sent_signature))
+    declared = _content_length(length, sent_body)
+    if declared is not None:
+        headers.append(("Content-Length", declared))
+    if transport == "wsgi":
+        answer = call_wsgi(method, path, headers, sent_body)
+    else:
+        pieces = [sent_body[i : i + chunk] for i in range(0, len(sent_body), chunk)]
+        answer = call_asgi(method, path, headers, pieces)
+
+    if tamper != "none" or method != "POST":
+        assert tasks.calls == []
+    if answer.status == 500:
+        # Only the task's own exception may answer 500, and then as the endpoint's JSON.
+        assert tasks.calls != []
+        assert json.loads(answer.body)["status"] == "failed"
+    assert signature[3:] not in answer.body.decode("utf-8", "replace")
