@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import conf, envelope, failures, options, queues, signals, signing
+from .backends.loading import get_backend
 from .exceptions import (
     ArgumentsDoNotBind,
     ConfigurationError,
@@ -127,15 +128,20 @@ def _earlier_retries(data: Envelope) -> int:
 def _queue_max_attempts(queue_name: str) -> int | None:
     """Return the attempt that is the queue's last, when the attempt count alone decides it.
 
-    Cloud Tasks stops only once both max_attempts and max_retry_duration (when set) are
-    reached. The time since the first attempt is not sent with a delivery, so a queue with a
+    The queue's policy is the one declared in ``CLOUDTASK["QUEUES"]``, else the one the
+    backend reads from the queue itself (cached; see ``BaseBackend.queue_config``). Cloud
+    Tasks stops only once both max_attempts and max_retry_duration (when set) are reached.
+    The time since the first attempt is not sent with a delivery, so a queue with a
     max_retry_duration never declares a last attempt from its max_attempts.
     """
-    if not conf.get("QUEUES"):
-        return None
+    # The emulator sends the full queue path; Cloud Tasks the short id.
+    name = queue_name.rsplit("/", 1)[-1]
+    if not name:
+        return None  # not a queued delivery (ImmediateBackend, a direct call)
     try:
-        # The emulator sends the full queue path; Cloud Tasks the short id.
-        config = queues.configured().get(queue_name.rsplit("/", 1)[-1])
+        config = queues.configured().get(name) if conf.get("QUEUES") else None
+        if config is None:
+            config = get_backend().queue_config(name)
     except ConfigurationError:
         return None  # reported by the system checks
     if config is None or config.max_attempts < 1 or config.max_retry_duration > timedelta(0):

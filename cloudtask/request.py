@@ -80,8 +80,9 @@ class CloudTaskRequest:
     #: Retries of this call so far: Cloud Tasks' own plus earlier ``request.retry()`` copies.
     retries: int = 0
     #: True when a failure now will not be retried: ``max_retries`` reached, or the queue's
-    #: ``max_attempts`` in ``CLOUDTASK["QUEUES"]`` reached by a queue without a
-    #: ``max_retry_duration`` (Cloud Tasks needs both); also True when run directly, in-process.
+    #: ``max_attempts`` (from ``CLOUDTASK["QUEUES"]``, else read from the queue) reached by a
+    #: queue without a ``max_retry_duration`` (Cloud Tasks needs both); also True when run
+    #: directly, in-process.
     is_last_attempt: bool = False
     #: The service account whose OIDC token authenticated the request (None without OIDC).
     oidc_email: str | None = None

@@ -204,3 +204,9 @@ def with_deadline(request: CloudTaskRequest) -> None:
 @task
 def forgets_the_request(x):  # type: ignore[no-untyped-def]  # the newcomer's mistake, on purpose
     return x
+
+
+@task(on_failure=record_failure)
+def fails_on_queue(request: CloudTaskRequest) -> None:
+    calls.append(("fails_on_queue", None))
+    raise ValueError("always")

@@ -8,10 +8,11 @@ task id. A backend never builds or changes a message, and never imports the task
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from django.urls import NoReverseMatch, get_script_prefix, get_urlconf, reverse
@@ -22,6 +23,7 @@ from ..exceptions import ConfigurationError, ManagementNotSupported
 if TYPE_CHECKING:
     from django.core.checks import CheckMessage
 
+    from ..queues import QueueConfig
     from .management import QueueManager
 
 
@@ -123,9 +125,32 @@ class BaseBackend:
         """Return what manages this backend's queues and tasks (see ``cloudtask.control``)."""
         raise ManagementNotSupported(type(self).__name__)
 
+    #: How long an answer of :meth:`read_queue_config` is kept, in seconds.
+    queue_config_ttl: ClassVar[float] = 300.0
+
     def check(self) -> list[CheckMessage]:
         """Return what is wrong with the settings this backend needs (system checks)."""
         return []
+
+    def queue_config(self, name: str) -> QueueConfig | None:
+        """Return the retry policy of queue ``name`` as this backend knows it, or None.
+
+        The endpoint asks, for a queue not declared in ``CLOUDTASK["QUEUES"]``, to tell a
+        delivery's last attempt. Answers (None included) are kept ``queue_config_ttl``
+        seconds; a settings change makes a new backend instance, so a new cache.
+        """
+        cache: dict[str, tuple[float, Any]] = self.__dict__.setdefault("_queue_configs", {})
+        now = time.monotonic()
+        kept = cache.get(name)
+        if kept is not None and kept[0] > now:
+            return kept[1]  # type: ignore[no-any-return]
+        config = self.read_queue_config(name)
+        cache[name] = (now + self.queue_config_ttl, config)
+        return config
+
+    def read_queue_config(self, name: str) -> QueueConfig | None:
+        """Read queue ``name``'s retry policy from where the queue lives (None: unknown)."""
+        return None
 
 
 class InProcessBackend(BaseBackend):

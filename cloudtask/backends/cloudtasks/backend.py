@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 from django.core.checks import CheckMessage, Error
 
 from ... import conf
-from ...exceptions import QueueNotFound
+from ...exceptions import CloudTaskError, QueueNotFound
+from ...queues import QueueConfig
 from ...registry import registry
 from ..base import BaseBackend, TaskMessage
 from . import client, errors, requests, rpc
@@ -40,6 +41,8 @@ class CloudTasksBackend(BaseBackend):
     #: The first pause after a transient error; it doubles up to ``max_backoff``.
     initial_backoff: ClassVar[float] = 0.1
     max_backoff: ClassVar[float] = 4.0
+    #: The time limit of the GetQueue a delivery may make to learn its queue's retry policy.
+    queue_read_timeout: ClassVar[float] = 5.0
 
     def manager(self) -> CloudTasksManager:
         """Return the manager of this project's Cloud Tasks queues (see ``cloudtask.control``)."""
@@ -76,6 +79,55 @@ class CloudTasksBackend(BaseBackend):
             self.push_deadline, self.call_timeout, self.initial_backoff, self.max_backoff
         )
         return rpc.call(method, request, policy=policy, **options)
+
+    def read_queue_config(self, name: str) -> QueueConfig | None:
+        """Ask Cloud Tasks for the queue's retry policy (GetQueue, one try, a short limit).
+
+        A queue that does not exist is None. When the queue cannot be read (a service account
+        without ``cloudtasks.queues.get``, or no answer) it is None too, logged once per queue
+        and process: the last attempt is then told only from declared queues, as before.
+        """
+        from google.api_core.exceptions import GoogleAPICallError
+        from google.cloud import tasks_v2
+
+        from .manager import queue_config
+
+        request = tasks_v2.GetQueueRequest(name=requests.queue_path(name))
+        policy = rpc.RetryPolicy(
+            self.queue_read_timeout, self.queue_read_timeout, self.initial_backoff, 0
+        )
+        try:
+            queue = rpc.call(
+                client.client().get_queue,
+                request,
+                policy=policy,
+                what=f"rpc=GetQueue queue={name}",
+                retry=False,
+                action="answer GetQueue",
+                again="the endpoint asks again later",
+            )
+        except GoogleAPICallError as exc:
+            if errors.code(exc) == "NOT_FOUND":
+                return None
+            self._cannot_read_queue(name, errors.describe(exc))
+            return None
+        except CloudTaskError as exc:
+            self._cannot_read_queue(name, str(exc))
+            return None
+        return queue_config(name, queue)
+
+    def _cannot_read_queue(self, name: str, reason: str) -> None:
+        warned: set[str] = self.__dict__.setdefault("_unreadable_queues", set())
+        if name in warned:
+            return
+        warned.add(name)
+        logger.warning(
+            "queue=%s status=retry-config-unknown reason=%s: on_failure and is_last_attempt "
+            "only see the queue's last attempt when it is declared in CLOUDTASK['QUEUES'] or "
+            "the service account may read it (roles/cloudtasks.viewer)",
+            name,
+            reason,
+        )
 
     def _create_task(self, request: Any, message: TaskMessage, parent: str) -> str:
         # ALREADY_EXISTS after a timed-out attempt means that attempt landed: the task is ours.

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from django.db import DatabaseError
 
+from ...models import LocalQueue
+from ...queues import QueueConfig
 from ..base import BaseBackend, TaskMessage, endpoint_path, generated_task_id
 from . import store
-from .manager import LocalManager
+from .manager import LocalManager, load_config
 
 #: Where ``runserver`` listens unless told otherwise.
 DEFAULT_ORIGIN = "http://127.0.0.1:8000"
@@ -25,6 +27,8 @@ class LocalBackend(BaseBackend):
     development = True
     #: The worker signs development OIDC tokens where Cloud Tasks would send real ones.
     trusts_development_tokens = True
+    #: Queue changes made with the admin or the commands show within seconds.
+    queue_config_ttl = 5.0
 
     def default_url(self) -> str:
         """Return runserver's default address plus the endpoint's path."""
@@ -40,3 +44,11 @@ class LocalBackend(BaseBackend):
         except DatabaseError:
             store.require_tables()  # before migrate: say so, not "no such table"
             raise
+
+    def read_queue_config(self, name: str) -> QueueConfig | None:
+        """Read the queue's stored retry policy (None for a queue not in the database)."""
+        try:
+            row = LocalQueue.objects.filter(name=name, deleted_at=None).first()
+        except DatabaseError:
+            return None  # before migrate; the push and the worker say so
+        return None if row is None else load_config(name, row.config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -12,11 +13,13 @@ from django.db.models import Q
 from django.test import override_settings
 from freezegun import freeze_time
 
+import cloudtask
 from cloudtask import TaskAlreadyExists, conf, signing
 from cloudtask.backends.loading import get_backend
 from cloudtask.backends.local import LocalBackend, store
 from cloudtask.models import LocalQueue, LocalTask
 from tests import tasks
+from tests.support.helpers import delivery_headers, post
 
 pytestmark = pytest.mark.django_db
 
@@ -183,3 +186,14 @@ def test_queue_operations() -> None:
     assert LocalTask.objects.get(name=e.name).status == "queued"
     assert store.delete_tasks(Q(name=e.name)) == 1
     assert set(LocalTask.objects.values_list("status", flat=True)) == {"deleted"}
+
+
+def test_the_endpoint_knows_the_last_attempt_of_a_local_queue_not_declared() -> None:
+    cloudtask.create_queue("twice", max_attempts=2)
+    body = json.dumps({"v": 1, "task": "tests.tasks.fails_on_queue", "id": "c-1"}).encode()
+    headers = delivery_headers(queue="twice", retry_count=1, execution_count=1)
+    with override_settings(CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": URL}):
+        response = post(body, headers=headers)
+    assert response.json()["reason"] == "max-attempts"
+    assert [name for name, _ in tasks.calls] == ["fails_on_queue"]
+    assert LocalTask.objects.get().task == "tests.tasks.record_failure"
