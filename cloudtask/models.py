@@ -71,12 +71,24 @@ class LocalTask(models.Model):
     )
     first_attempt_at = models.DateTimeField(null=True, blank=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_scheduled_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last attempt was due (its schedule time)."
+    )
+    last_response_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last attempt's answer (or timeout) came."
+    )
     last_response_status = models.PositiveSmallIntegerField(null=True, blank=True)
     last_response = models.TextField(blank=True, help_text="The start of the last response.")
     retry_reason = models.CharField(max_length=200, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     lease_token = models.CharField(max_length=32, blank=True, default="")
     lease_expires = models.DateTimeField(null=True, blank=True)
+    lease_worker = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="The worker holding the lease (LocalWorker.name); its heartbeat keeps it.",
+    )
     forced = models.BooleanField(
         default=False,
         help_text="Set by run_task: the next attempt goes out even if the queue is paused.",
@@ -122,6 +134,27 @@ class LocalTask(models.Model):
             "last_attempt_at": self.last_attempt_at,
             "finished_at": self.finished_at,
         }
+
+
+class LocalWorker(models.Model):
+    """A running ``cloudtask_worker``: its heartbeat tells the others it is alive.
+
+    A worker that stops beating (killed, or its machine gone) is found by the others, which
+    take its running tasks back as Cloud Tasks retries a dispatch that crashed.
+    """
+
+    name = models.CharField(max_length=32, unique=True)
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(help_text="The worker's last heartbeat.")
+
+    class Meta:
+        ordering = ("started_at",)
+        verbose_name = "local worker"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid} ({self.name})"
 
 
 class TaskResult(models.Model):

@@ -6,13 +6,15 @@ the queue's limits (:mod:`.limits`), and records every answer of a batch in one 
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -25,6 +27,11 @@ if TYPE_CHECKING:
 
 #: Extra lease time past the deadline, for the worker to record the answer.
 LEASE_GRACE = timedelta(seconds=5)
+#: How often a claim that the database refused for a conflict is tried before giving up.
+CLAIM_TRIES = 5
+#: The status an attempt without an HTTP answer is reported as on the next attempt's
+#: ``X-CloudTasks-TaskPreviousResponse``, by its retry reason: what a gateway answers then.
+NO_ANSWER_STATUS = {"DEADLINE_EXCEEDED": 504, "UNAVAILABLE": 503}
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,21 @@ def due_queues(now: datetime, queues: Iterable[str] | None = None) -> list[str]:
     return [queue.name for queue in serve(now, queues)]
 
 
+def is_conflict(exc: BaseException) -> bool:
+    """Return whether the database rolled a transaction back for a conflict: try it again.
+
+    PostgreSQL's serialization failure and deadlock (REPEATABLE READ and SERIALIZABLE raise
+    the first when two workers claim at once); MySQL and MariaDB's deadlock and lock wait
+    timeout.
+    """
+    cause = exc.__cause__
+    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if state in ("40001", "40P01"):
+        return True
+    args: tuple[Any, ...] = getattr(cause, "args", ())
+    return bool(args) and args[0] in (1205, 1213)
+
+
 def lease(
     queue: str,
     limit: int,
@@ -116,11 +138,33 @@ def lease(
     *,
     config: QueueConfig | None = None,
     forced_only: bool = False,
+    worker: str = "",
 ) -> Lease:
     """Lease up to ``limit`` due tasks of ``queue``; with ``config``, within its limits.
 
-    The limits are the queue's, shared by every worker (see :mod:`.limits`).
+    The limits are the queue's, shared by every worker (see :mod:`.limits`). ``worker``
+    names the heartbeat that keeps the lease (see :mod:`.heartbeats`). A claim the database
+    refuses for a conflict with another worker's is tried again, up to ``CLAIM_TRIES`` times.
     """
+    for tries in range(1, CLAIM_TRIES + 1):
+        try:
+            return _claim(queue, limit, now, config, forced_only, worker)
+        except DatabaseError as exc:
+            # Inside an outer transaction the conflict aborted it: only its owner can retry.
+            if tries == CLAIM_TRIES or connection.in_atomic_block or not is_conflict(exc):
+                raise
+            time.sleep(random.uniform(0, 0.005 * tries))  # apart, not in step again
+    raise AssertionError("unreachable")
+
+
+def _claim(
+    queue: str,
+    limit: int,
+    now: datetime,
+    config: QueueConfig | None,
+    forced_only: bool,
+    worker: str,
+) -> Lease:
     token = uuid.uuid4().hex
     candidates = LocalTask.objects.filter(due(now), queue=queue).order_by("schedule_time", "id")
     if forced_only:
@@ -132,7 +176,7 @@ def lease(
             # Rows locked by a worker recording its answers are skipped, not waited for.
             candidates = candidates.select_for_update(skip_locked=True)
         found = list(candidates.values_list("id", "status")[:allowed]) if allowed > 0 else []
-        _lease([pk for pk, _ in found], token, now)
+        _lease([pk for pk, _ in found], token, now, worker)
         rows = list(LocalTask.objects.filter(lease_token=token).order_by("schedule_time", "id"))
         if bucket is not None:
             bucket.take(len(rows))
@@ -143,7 +187,7 @@ def lease(
     return Lease(claimed, throttled=rate_bound and len(found) >= allowed)
 
 
-def _lease(ids: list[int], token: str, now: datetime) -> None:
+def _lease(ids: list[int], token: str, now: datetime, worker: str) -> None:
     if not ids:
         return
     # The WHERE is evaluated again under the row lock, so a task another worker claimed
@@ -151,18 +195,29 @@ def _lease(ids: list[int], token: str, now: datetime) -> None:
     LocalTask.objects.filter(due(now), id__in=ids).update(
         status="running",
         lease_token=token,
+        lease_worker=worker,
         lease_expires=ExpressionWrapper(
             Value(now + LEASE_GRACE) + F("dispatch_deadline"), output_field=DateTimeField()
         ),
         dispatch_count=F("dispatch_count") + 1,
         first_attempt_at=Coalesce(F("first_attempt_at"), Value(now)),
         last_attempt_at=now,
+        last_attempt_scheduled_at=F("schedule_time"),
+        last_response_at=None,
         # run_task forces one attempt; a retry after it waits for the queue as usual.
         forced=False,
     )
 
 
 def _claimed(row: LocalTask, token: str, *, reclaimed: bool = False) -> Claimed:
+    previous = row.last_response_status if row.dispatch_count > 1 else None
+    reason = row.retry_reason
+    if reclaimed:
+        # The last attempt's worker died or stalled with it: to the task, that attempt
+        # timed out, as a crashed dispatch does on Cloud Tasks.
+        previous, reason = None, "DEADLINE_EXCEEDED"
+    if previous is None and row.dispatch_count > 1:
+        previous = NO_ANSWER_STATUS.get(reason)
     return Claimed(
         id=row.pk,
         token=token,
@@ -178,8 +233,8 @@ def _claimed(row: LocalTask, token: str, *, reclaimed: bool = False) -> Claimed:
         dispatch_count=row.dispatch_count,
         response_count=row.response_count,
         execution_count=row.execution_count,
-        previous_response=row.last_response_status if row.dispatch_count > 1 else None,
-        retry_reason=row.retry_reason,
+        previous_response=previous,
+        retry_reason=reason,
         first_attempt_at=row.first_attempt_at or row.last_attempt_at or timezone.now(),
         oidc_token=row.oidc_token,
         reclaimed=reclaimed,
@@ -224,7 +279,7 @@ def _update_many(outcomes: list[tuple[Claimed, dict[str, Any]]]) -> None:
     # One executemany: the ORM would need a statement per row, or bulk_update's CASE
     # expressions, which cost more than the deliveries themselves.
     meta, quote = LocalTask._meta, connection.ops.quote_name
-    names = [*outcomes[0][1], "lease_token", "lease_expires"]
+    names = [*outcomes[0][1], "lease_token", "lease_expires", "lease_worker"]
     columns = [meta.get_field(name) for name in names]
     assignments = ", ".join(f"{quote(str(field.column))} = %s" for field in columns)  # type: ignore[union-attr]
     # Only column names from the model go into the SQL; every value is a parameter.
@@ -235,7 +290,7 @@ def _update_many(outcomes: list[tuple[Claimed, dict[str, Any]]]) -> None:
     params = [
         [
             field.get_db_prep_save(value, connection)  # type: ignore[union-attr]
-            for field, value in zip(columns, [*fields.values(), "", None], strict=True)
+            for field, value in zip(columns, [*fields.values(), "", None, ""], strict=True)
         ]
         + [claimed.id, claimed.token]
         for claimed, fields in outcomes

@@ -189,6 +189,8 @@ def outcome_fields(
         "execution_count": claimed.execution_count + int(executed),
         "retry_reason": answer.reason[:200],
         "finished_at": now,
+        # An attempt that was made ends now, answered or not; Cloud Tasks' response_time.
+        "last_response_at": now if answer.dispatched else None,
         "schedule_time": claimed.schedule_time,
         "dispatch_count": claimed.dispatch_count - (not answer.dispatched),
     }

@@ -116,14 +116,18 @@ def _last_attempt(row: LocalTask) -> Attempt | None:
         return None
     if row.status == "running":
         # Under way: like Cloud Tasks, no answer to report yet.
-        return Attempt(dispatch_time=row.last_attempt_at)
+        return Attempt(
+            schedule_time=row.last_attempt_scheduled_at, dispatch_time=row.last_attempt_at
+        )
     http_status = row.last_response_status
     if http_status is not None:
         status = status_code(http_status)
     else:
         status = row.retry_reason if row.retry_reason in NO_ANSWER_CODES else "UNKNOWN"
     return Attempt(
+        schedule_time=row.last_attempt_scheduled_at,
         dispatch_time=row.last_attempt_at,
+        response_time=row.last_response_at,
         status=status,
         http_status=http_status,
         message=row.last_response,

@@ -12,6 +12,7 @@ import queue as queue_module
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,7 +25,7 @@ from django.utils import timezone
 from ... import queues
 from ...exceptions import ConfigurationError
 from ...queues import QueueConfig
-from . import claims, store
+from . import claims, heartbeats, store
 from .claims import Claimed, DueQueue
 from .delivery import (
     Answer,
@@ -52,7 +53,10 @@ class Summary:
     succeeded: int = 0
     retried: int = 0
     failed: int = 0
-    lost: int = 0
+    #: Answers not recorded because the task was no longer this worker's: its lease ran out
+    #: (or this worker was taken for dead) and another worker took it, or it was deleted or
+    #: purged meanwhile. The task itself is not lost: its current holder records it.
+    superseded: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def line(self) -> str:
@@ -60,7 +64,7 @@ class Summary:
         elapsed = time.monotonic() - self.started
         return (
             f"dispatched={self.dispatched} succeeded={self.succeeded} retried={self.retried} "
-            f"failed={self.failed} lost={self.lost} elapsed_s={elapsed:.2f}"
+            f"failed={self.failed} superseded={self.superseded} elapsed_s={elapsed:.2f}"
         )
 
 
@@ -90,6 +94,9 @@ class Worker:
         self.clock = clock
         self.log = log or logger.info
         self.summary = Summary()
+        #: This worker's heartbeat name (``LocalWorker.name``), which its leases carry.
+        self.name = uuid.uuid4().hex
+        self._last_beat: datetime | None = None
         self.stopping = False
         self.stopped = False
         self._in_flight: dict[int, Claimed] = {}
@@ -115,18 +122,18 @@ class Worker:
     def run_once(self) -> int:
         """Record finished deliveries, then claim and start what the limits allow."""
         self._record_finished()
-        if self.stopping or len(self._in_flight) >= self.concurrency:
-            return 0
         started, self._throttled = 0, False
         try:
             now = self.clock()
+            # Beating even while full or stopping: deliveries under way keep their leases.
+            self._beat(now)
+            if self.stopping or len(self._in_flight) >= self.concurrency:
+                return 0
             self._prune(now)
             for due in claims.serve(now, self.queues):
                 started += self._start_queue(due, now)
         except DatabaseError as exc:
-            # The database may be restarting or locked by another writer: try again later.
-            logger.warning("worker status=db_error during=claim error=%s", exc)
-            connection.close()
+            _database_error(exc, "claim")
         return started
 
     def wait(self, timeout: float) -> int:
@@ -168,9 +175,32 @@ class Worker:
                 self.wait(self._idle_timeout())
         self.stopped = True
         self._say_notice()
-        if not self._in_flight:
+        if self._in_flight:
+            self._leave()  # exiting at once: what it holds goes to other workers now
+        else:
             self.close()
         return self.summary
+
+    def _beat(self, now: datetime) -> None:
+        """Say this worker is alive; take back the tasks of workers that stopped saying so."""
+        if self._last_beat is not None and now - self._last_beat < heartbeats.BEAT_EVERY:
+            return
+        heartbeats.beat(self.name, now)
+        self._last_beat = now
+        for name, count in heartbeats.reap(now):
+            if count:
+                self.log(
+                    f"worker {name} gave no sign of life for "
+                    f"{heartbeats.DEAD_AFTER.total_seconds():g} s: its {count} running "
+                    "tasks are attempted again"
+                )
+
+    def _leave(self) -> None:
+        """Remove this worker's heartbeat; tasks it still holds go to others at once."""
+        try:
+            heartbeats.leave(self.name, self.clock())
+        except DatabaseError as exc:
+            _database_error(exc, "leave")
 
     def _say_notice(self) -> None:
         notice, self._notice = self._notice, ""
@@ -178,7 +208,11 @@ class Worker:
             self.log(notice)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the delivery threads once they are idle, closing their connections."""
+        """Stop the delivery threads once they are idle, closing their connections.
+
+        The worker's heartbeat goes too: it holds no lease any more.
+        """
+        self._leave()
         threads, self._threads = self._threads, []
         for _ in threads:
             self._jobs.put(None)
@@ -244,7 +278,12 @@ class Worker:
         if capacity <= 0:
             return 0
         taken = claims.lease(
-            name, capacity, now, config=self._configs[name], forced_only=due.forced_only
+            name,
+            capacity,
+            now,
+            config=self._configs[name],
+            forced_only=due.forced_only,
+            worker=self.name,
         )
         self._throttled |= taken.throttled
         for item in taken.claimed:
@@ -309,12 +348,11 @@ class Worker:
                         hold(claimed.queue, now + answer.retry_after)
         except DatabaseError as exc:
             # Kept and recorded on a later iteration; the lease keeps the tasks ours.
-            logger.warning("worker status=db_error during=record error=%s", exc)
-            connection.close()
+            _database_error(exc, "record")
             return 0
         self._unrecorded = []
         for (claimed, answer), (outcome, fields) in zip(batch, decided, strict=True):
-            outcome = outcome if claimed.id in stored else "lost"
+            outcome = outcome if claimed.id in stored else "superseded"
             self._finished(claimed, answer, outcome, fields)
         return len(batch)
 
@@ -337,4 +375,21 @@ class Worker:
             store.prune(now)
 
 
-_COUNTERS = {"succeeded": "succeeded", "retry": "retried", "failed": "failed", "lost": "lost"}
+def _database_error(exc: DatabaseError, during: str) -> None:
+    """Note a failed database step; the loop tries it again at its next turn."""
+    if claims.is_conflict(exc):
+        # Another worker's transaction won (strict isolation levels, deadlocks): normal
+        # under load, and the connection is fine.
+        logger.debug("worker status=conflict during=%s error=%s", during, exc)
+        return
+    # The database may be restarting or locked by another writer: reconnect next time.
+    logger.warning("worker status=db_error during=%s error=%s", during, exc)
+    connection.close()
+
+
+_COUNTERS = {
+    "succeeded": "succeeded",
+    "retry": "retried",
+    "failed": "failed",
+    "superseded": "superseded",
+}

@@ -289,7 +289,7 @@ def test_purge_while_in_flight_drops_the_answer(scripted: ScriptedServer) -> Non
     worker.finish_in_flight()
     task = row(handle.name)
     assert task.status == "deleted"
-    assert worker.summary.lost == 1
+    assert worker.summary.superseded == 1
 
 
 def test_database_error_while_claiming_is_retried(scripted: ScriptedServer) -> None:

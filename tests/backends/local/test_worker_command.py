@@ -47,7 +47,7 @@ def test_burst_drains_and_exits_zero(endpoint: str) -> None:
     assert lines[0].startswith("cloudtask_worker mode=burst queues=* pid=")
     assert len([line for line in lines if "outcome=succeeded" in line]) == 5
     assert re.fullmatch(
-        r"cloudtask_worker dispatched=5 succeeded=5 retried=0 failed=0 lost=0 "
+        r"cloudtask_worker dispatched=5 succeeded=5 retried=0 failed=0 superseded=0 "
         r"elapsed_s=\d+\.\d\d",
         lines[-1],
     )
@@ -62,7 +62,7 @@ def test_burst_exits_one_when_a_task_failed(endpoint: str) -> None:
     code, output = run("--burst")
     assert code == 1
     assert output.splitlines()[-1].startswith(
-        "cloudtask_worker dispatched=3 succeeded=1 retried=1 failed=1 lost=0 "
+        "cloudtask_worker dispatched=3 succeeded=1 retried=1 failed=1 superseded=0 "
     )
     failed = LocalTask.objects.get(task="tests.tasks.fails_with_value_error")
     assert (failed.status, failed.dispatch_count, failed.last_response_status) == (

@@ -8,14 +8,10 @@ are counted on the receiving side in ``tests.tasks.calls``.
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,105 +19,10 @@ from typing import Any
 import pytest
 
 from tests import tasks
-from tests.support import REPO_ROOT
+from tests.support.processes import Project, summary, wait_for
 from tests.support.worker import ScriptedServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-ROOT = REPO_ROOT
-
-# Configures Django like tests.settings but on a SQLite file, then plays one role.
-SCRIPT = """
-import json, os, sys
-from datetime import timedelta
-import django
-from django.conf import settings
-import tests.settings as base
-
-db, role, *args = sys.argv[1:]
-options = {key: getattr(base, key) for key in dir(base) if key.isupper()}
-options["DATABASES"] = {"default": {
-    "ENGINE": "django.db.backends.sqlite3", "NAME": db,
-    "OPTIONS": json.loads(os.environ["TEST_SQLITE_OPTIONS"]),
-}}
-options["CLOUDTASK"] = json.loads(os.environ["TEST_CLOUDTASK"])
-settings.configure(**options)
-django.setup()
-from django.core.management import call_command
-from cloudtask.models import LocalTask
-from tests import tasks
-
-if role == "push":
-    call_command("migrate", verbosity=0)
-    task, count, kwargs = getattr(tasks, args[0]), int(args[1]), json.loads(args[2])
-    for n in range(count):
-        task(**{key: (n if value == "$n" else value) for key, value in kwargs.items()}).delay()
-    # The lease is the dispatch deadline plus a grace; Cloud Tasks' 15 s floor would make
-    # this test wait 20 s, so the stored deadline is shortened directly.
-    LocalTask.objects.update(dispatch_deadline=timedelta(seconds=float(args[3])))
-elif role == "show":
-    rows = LocalTask.objects.values("status", "dispatch_count", "lease_expires")
-    print(json.dumps(list(rows), default=str))
-elif role == "command":  # any command, on a database that may not be migrated
-    call_command(*args)
-elif role == "exec":  # Python code, on a database that may not be migrated
-    exec(args[0])
-else:
-    call_command("cloudtask_worker", *args)
-"""
-
-
-class Project:
-    """Runs the script's roles against one SQLite file."""
-
-    def __init__(self, db: Path, url: str) -> None:
-        self.db = db
-        self.env = {
-            **os.environ,
-            "TEST_CLOUDTASK": json.dumps(
-                {"BACKEND": "cloudtask.backends.local.LocalBackend", "URL": url}
-            ),
-            "PYTHONPATH": str(ROOT),
-            # The recommended options; tests of Django's defaults set {}.
-            "TEST_SQLITE_OPTIONS": json.dumps(
-                {"init_command": "PRAGMA journal_mode=WAL", "timeout": 30}
-            ),
-        }
-        self.env.pop("DJANGO_SETTINGS_MODULE", None)
-
-    def command(self, role: str, *args: str) -> list[str]:
-        return [sys.executable, "-c", SCRIPT, str(self.db), role, *args]
-
-    def run(self, role: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.command(role, *args),
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def start(self, role: str, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.command(role, *args),
-            env=self.env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def push(self, task: str, count: int, kwargs: dict[str, Any], deadline: float = 600) -> None:
-        done = self.run("push", task, str(count), json.dumps(kwargs), str(deadline))
-        assert done.returncode == 0, done.stderr
-
-    def show(self) -> list[dict[str, Any]]:
-        done = self.run("show")
-        assert done.returncode == 0, done.stderr
-        rows: list[dict[str, Any]] = json.loads(done.stdout)
-        return rows
 
 
 @pytest.fixture
@@ -129,19 +30,6 @@ def project(static_url: None, live_server: Any, tmp_path: Path) -> Iterator[Proj
     tasks.release.clear()
     yield Project(tmp_path / "local.sqlite3", live_server.url + "/_tasks/")
     tasks.release.set()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def summary(stdout: str) -> dict[str, int]:
-    line = [line for line in stdout.splitlines() if " dispatched=" in line][-1]
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)(?:\s|$)", line)}
 
 
 def blocked_calls() -> list[Any]:

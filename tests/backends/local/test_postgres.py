@@ -1,0 +1,179 @@
+"""The local queue on PostgreSQL with several real worker processes.
+
+Marked ``postgres``: each session starts its own server from the distribution's packages
+(``apt-get install postgresql``) and skips these tests when there is none, unless
+``CLOUDTASK_REQUIRE_POSTGRES=1`` (CI) makes that a failure. Run them alone with
+``.venv/bin/pytest -m postgres -s``: each prints its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import tasks
+from tests.support.postgres import REQUIRE_ENV, PostgresServer, find_bindir
+from tests.support.processes import Project, summary, wait_for
+from tests.support.worker import ScriptedServer
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+WORKERS = 4
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but no PostgreSQL server: apt-get install postgresql")
+        pytest.skip("no PostgreSQL server (apt-get install postgresql)")
+    server = PostgresServer(bindir)
+    server.start()
+    yield server
+    server.stop()
+
+
+def database(postgres: PostgresServer, **options: Any) -> dict[str, Any]:
+    settings = postgres.create_database(f"cloudtask_{uuid.uuid4().hex[:12]}")
+    # Connections kept between polls, as a worker on a real project would run.
+    return {**settings, "CONN_MAX_AGE": 60, "OPTIONS": options}
+
+
+def start_workers(project: Project, *extra: str) -> list[Any]:
+    return [
+        project.start("worker", "--poll-interval", "0.05", "--concurrency", "8", *extra)
+        for _ in range(WORKERS)
+    ]
+
+
+def stop(workers: list[Any]) -> list[str]:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    return ["".join(worker.communicate(timeout=60)) for worker in workers]
+
+
+def test_four_workers_one_killed_deliver_every_attempt_once(
+    postgres: PostgresServer, static_url: None, live_server: Any, tmp_path: Path
+) -> None:
+    project = Project(tmp_path / "unused", live_server.url + "/_tasks/", database(postgres))
+    pushed = 400
+    project.push("record_delivery", 0, {})  # migrates
+    workers = start_workers(project)
+    try:
+        time.sleep(1.5)  # all are polling before the first task arrives
+        project.push("record_delivery", pushed, {"n": "$n"})
+        wait_for(lambda: len(tasks.calls) >= pushed // 4, 60, "a quarter of the deliveries")
+        workers[0].send_signal(signal.SIGKILL)  # mid-run, with deliveries in flight
+        killed_at = time.monotonic()
+
+        def executed() -> set[int]:
+            return {n for name, (n, *_) in list(tasks.calls) if name == "record_delivery"}
+
+        wait_for(lambda: len(executed()) == pushed, 60, "every task executed")
+
+        def settled() -> bool:
+            time.sleep(0.5)
+            return {row["status"] for row in project.show()} == {"succeeded"}
+
+        # Its leases last 10 min; its silence gives its tasks to the others within ~30 s.
+        wait_for(settled, 90, "every task recorded as succeeded")
+        recovered_s = time.monotonic() - killed_at
+        time.sleep(0.5)
+        outputs = stop(workers[1:])
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    attempts = Counter(
+        (n, retry) for name, (n, retry, _) in tasks.calls if name == "record_delivery"
+    )
+    duplicates = sum(count - 1 for count in attempts.values())
+    lost = pushed - len(executed())
+    again = sum(1 for _, retry in attempts if retry > 0)
+    print(
+        f"\npostgres {WORKERS} workers, one SIGKILLed: pushed={pushed} "
+        f"executed={len(executed())} deliveries={len(tasks.calls)} "
+        f"duplicates_of_one_attempt={duplicates} lost={lost} attempted_again={again} "
+        f"all_succeeded_s_after_kill={recovered_s:.1f}"
+    )
+    assert (duplicates, lost) == (0, 0)
+    assert recovered_s < 45
+    assert all("db_error" not in output for output in outputs), outputs
+
+
+def test_four_workers_hold_the_queue_rate_exactly(postgres: PostgresServer, tmp_path: Path) -> None:
+    rate, pushed = 20, 200
+    server = ScriptedServer()
+    project = Project(tmp_path / "unused", server.url, database(postgres))
+    settings = json.loads(project.env["TEST_CLOUDTASK"])
+    queues = {"default": {"max_dispatches_per_second": rate}}
+    project.env["TEST_CLOUDTASK"] = json.dumps({**settings, "QUEUES": queues})
+    project.push("noop", 0, {})
+    workers = start_workers(project)
+    try:
+        time.sleep(1.5)
+        project.push("noop", pushed, {})
+        wait_for(lambda: len(server.requests) >= pushed, 60, f"{pushed} deliveries")
+        outputs = stop(workers)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+        server.close()
+    times = sorted(request["at"] for request in server.requests)
+    burst = rate  # the bucket holds one second's worth
+    # Over any stretch of the run, no more than the burst plus the rate times its length
+    # (one more for the jitter of arrival times measured at the receiving end).
+    worst = max(
+        (j - i + 1) - (burst + rate * (times[j] - times[i]))
+        for i in range(len(times))
+        for j in range(i, len(times))
+    )
+    sustained = (pushed - burst) / (times[-1] - times[0])
+    print(
+        f"\npostgres {WORKERS} workers, max_dispatches_per_second={rate}: pushed={pushed} "
+        f"delivered={len(server.requests)} sustained_per_s={sustained:.2f} "
+        f"most_over_the_bucket={worst:.2f}"
+    )
+    assert len(server.requests) == pushed
+    assert worst <= 1.0
+    assert sum(summary(output)["succeeded"] for output in outputs) == pushed
+
+
+@pytest.mark.parametrize(("level", "value"), [("repeatable read", 3), ("serializable", 4)])
+def test_claims_under_strict_isolation_are_retried_not_dropped(
+    postgres: PostgresServer, tmp_path: Path, level: str, value: int
+) -> None:
+    pushed = 300
+    server = ScriptedServer()
+    # psycopg.IsolationLevel values, as Django's OPTIONS["isolation_level"] takes them.
+    project = Project(tmp_path / "unused", server.url, database(postgres, isolation_level=value))
+    project.push("noop", 0, {})
+    workers = start_workers(project)
+    try:
+        time.sleep(1.5)
+        project.push("noop", pushed, {})
+        wait_for(lambda: len(server.requests) >= pushed, 90, f"{pushed} deliveries")
+        outputs = stop(workers)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+        server.close()
+    errors = sum(output.count("db_error") for output in outputs)
+    print(
+        f"\npostgres {level}: pushed={pushed} delivered={len(server.requests)} db_errors={errors}"
+    )
+    assert len(server.requests) == pushed
+    assert errors == 0, outputs
