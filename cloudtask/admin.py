@@ -23,7 +23,7 @@ from . import conf, envelope
 from .backends.local import store
 from .backends.management import redact
 from .exceptions import CloudTaskError, MalformedEnvelope
-from .models import LocalQueue, LocalTask, TaskResult
+from .models import LocalQueue, LocalTask, LocalWorker, TaskResult
 from .registry import registry
 
 if TYPE_CHECKING:
@@ -94,7 +94,8 @@ class LocalTaskAdmin(ReadOnlyAdmin):
         "call",
         "outcome",
         ("dispatch_count", "response_count", "execution_count"),
-        ("created_at", "schedule_time", "first_attempt_at", "last_attempt_at", "finished_at"),
+        ("created_at", "schedule_time", "first_attempt_at", "finished_at"),
+        ("last_attempt_scheduled_at", "last_attempt_at", "last_response_at", "lease_worker"),
         "last_answer",
         ("method", "url", "dispatch_deadline"),
         "request_headers",
@@ -207,6 +208,23 @@ class LocalQueueAdmin(QueueAdminBase):
     def purge(self, request: HttpRequest, queryset: QuerySet[LocalQueue]) -> None:
         count = sum(store.purge(name) for name in queryset.values_list("name", flat=True))
         self.message_user(request, f"{count} task(s) purged.", messages.WARNING, fail_silently=True)
+
+
+@admin.register(LocalWorker)
+class LocalWorkerAdmin(ReadOnlyAdmin):
+    """The running workers and their last heartbeat; one silent for 30 s is taken for dead."""
+
+    list_display = ("name", "host", "pid", "started_at", "seen_at", "running_tasks")
+    ordering = ("started_at",)
+    fields = (("name", "host", "pid"), ("started_at", "seen_at"))
+    readonly_fields = _flat(fields)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a worker removes its own row; the others remove a dead one's
+
+    @admin.display(description="running tasks")
+    def running_tasks(self, row: LocalWorker) -> int:
+        return int(LocalTask.objects.filter(status="running", lease_worker=row.name).count())
 
 
 @admin.register(TaskResult)

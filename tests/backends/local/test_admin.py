@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client, override_settings
 
 from cloudtask import conf
+from cloudtask.backends.local import claims, heartbeats
 from cloudtask.models import LocalQueue, LocalTask, TaskResult
 from tests import tasks
 
@@ -157,3 +159,17 @@ def test_actions_need_the_change_permission(client: Client) -> None:
     page = browser.get("/admin/cloudtask/localtask/")
     assert page.status_code == 200
     assert b"run_now" not in page.content
+
+
+def test_workers_are_listed_with_their_heartbeat_and_tasks(client: Client) -> None:
+    tasks.noop().delay()
+    heartbeats.beat("w1", datetime.now(timezone.utc))
+    claims.lease("default", 10, datetime.now(timezone.utc), worker="w1")
+    page = client.get("/admin/cloudtask/localworker/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "w1" in text
+    assert '<td class="field-running_tasks">1</td>' in text
+    task = LocalTask.objects.get()
+    detail = client.get(f"/admin/cloudtask/localtask/{task.pk}/change/").content.decode()
+    assert "w1" in detail
