@@ -133,8 +133,10 @@ def test_four_workers_hold_the_queue_rate_exactly(postgres: PostgresServer, tmp_
         server.close()
     times = sorted(request["at"] for request in server.requests)
     burst = rate  # the bucket holds one second's worth
-    # Over any stretch of the run, no more than the burst plus the rate times its length
-    # (one more for the jitter of arrival times measured at the receiving end).
+    # Over any stretch of the run, no more than the burst plus the rate times its length.
+    # Arrival times are measured at the receiving end, after the worker's threads and the
+    # network: a delivery held up a moment arrives with the next ones, so a few (3) over the
+    # bound are jitter. The bug this guards against sent 17-21 % more: 30 or so here.
     worst = max(
         (j - i + 1) - (burst + rate * (times[j] - times[i]))
         for i in range(len(times))
@@ -147,7 +149,8 @@ def test_four_workers_hold_the_queue_rate_exactly(postgres: PostgresServer, tmp_
         f"most_over_the_bucket={worst:.2f}"
     )
     assert len(server.requests) == pushed
-    assert worst <= 1.0
+    assert worst <= 3.0
+    assert sustained <= rate * 1.02
     assert sum(summary(output)["succeeded"] for output in outputs) == pushed
 
 
