@@ -1,6 +1,10 @@
 """Endpoint overhead: signed task requests through the full view vs a bare JSON view.
 
-Run: .venv/bin/python benchmarks/endpoint.py [--requests N] [--rounds R]
+Run: .venv/bin/python benchmarks/endpoint.py [--requests N] [--rounds R] [--otel MODE]
+
+``--otel absent`` (the default) runs as a project without OpenTelemetry (its import is
+blocked); ``api`` with the API installed and no SDK (spans are no-ops); ``sdk`` with the
+SDK's tracer provider recording every span (no exporter), the cost of tracing itself.
 
 Both views are served by the same Django WSGI handler with the same middleware, in the same
 process, alternating rounds, so the ratio (ours / bare) is what the signature check, envelope
@@ -22,8 +26,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import django
-from django.conf import settings
+OTEL_MODES = ("absent", "api", "sdk")
+_early = argparse.ArgumentParser(add_help=False)
+_early.add_argument("--otel", choices=OTEL_MODES, default="absent")
+OTEL = _early.parse_known_args()[0].otel
+if OTEL == "absent":
+    sys.modules["opentelemetry"] = None  # type: ignore[assignment]  # as if not installed
+elif OTEL == "sdk":
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+
+import django  # noqa: E402  (after the OpenTelemetry set-up above)
+from django.conf import settings  # noqa: E402
 
 settings.configure(
     SECRET_KEY="benchmark-secret-key-that-is-long-enough-0123456789",
@@ -137,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--otel", choices=OTEL_MODES, default="absent")
     options = parser.parse_args()
     handler = WSGIHandler()
     ours, plain = requests_for(options.requests)
@@ -150,7 +167,10 @@ def main() -> None:
         ratios.append(ours_times[-1] / bare_times[-1])
     ours_t, bare_t = statistics.median(ours_times), statistics.median(bare_times)
     n = options.requests
-    print(f"endpoint: {n} requests x {options.rounds} alternating rounds (medians)")
+    print(
+        f"endpoint: {n} requests x {options.rounds} alternating rounds (medians), "
+        f"OpenTelemetry {OTEL}"
+    )
     print(f"  cloudtask view : {ours_t / n * 1e6:8.1f} us/request")
     print(f"  bare json view : {bare_t / n * 1e6:8.1f} us/request")
     print(f"  ratio ours/bare: {statistics.median(ratios):.3f}   (target <= 1.25)")

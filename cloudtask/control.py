@@ -27,7 +27,15 @@ from typing import Any, Literal
 
 from . import conf, queues
 from .backends.loading import get_backend
-from .backends.management import VIEWS, Attempt, QueueInfo, QueueManager, TaskInfo, View
+from .backends.management import (
+    VIEWS,
+    Attempt,
+    QueueInfo,
+    QueueManager,
+    QueueStats,
+    TaskInfo,
+    View,
+)
 from .exceptions import InvalidQueueConfig, TaskNotFound
 from .queues import QueueConfig
 from .task_ids import check_task_id
@@ -36,6 +44,7 @@ __all__ = [
     "Attempt",
     "QueueChange",
     "QueueInfo",
+    "QueueStats",
     "TaskInfo",
     "create_queue",
     "declared_queues",
@@ -47,12 +56,15 @@ __all__ = [
     "list_tasks",
     "pause_queue",
     "purge_queue",
+    "queue_stats",
     "resume_queue",
     "run_task",
     "sync_queues",
     "update_queue",
 ]
 
+#: The longest window queue_stats() looks back over, in minutes.
+WEEK = 7 * 24 * 60
 #: The largest page Cloud Tasks' ListTasks returns.
 MAX_PAGE_SIZE = 1000
 
@@ -151,6 +163,20 @@ def delete_queue(name: str) -> None:
 def list_queues() -> list[QueueInfo]:
     """Return every queue of the backend (for Cloud Tasks: of the project and location)."""
     return sorted(manager().list_queues(), key=lambda info: info.name)
+
+
+def queue_stats(minutes: float = 5) -> list[QueueStats]:
+    """Return each queue's activity over the last ``minutes`` (the local queue only).
+
+    Throughput, tasks finished and failing, and how long the oldest due task has waited:
+    "is anything stuck?" in development. ``ManagementNotSupported`` on other backends.
+    """
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 < minutes <= WEEK:
+        raise ValueError(
+            f"queue_stats(minutes=...) must be a number of minutes from 0 to {WEEK} (a week), "
+            f"not {minutes!r}."
+        )
+    return manager().queue_stats(timedelta(minutes=minutes))
 
 
 def list_tasks(queue: str, view: View = "basic", page_size: int = 100) -> Iterator[TaskInfo]:

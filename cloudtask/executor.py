@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from . import conf, envelope, failures, options, queues, signals, signing
+from django.core.signals import got_request_exception
+
+from . import conf, envelope, failures, options, queues, signals, signing, tracing
 from .backends.loading import get_backend
 from .exceptions import (
     ArgumentsDoNotBind,
     ConfigurationError,
     InvalidRequest,
     InvalidToken,
+    Reject,
     Retry,
     TaskAlreadyExists,
 )
@@ -166,6 +169,16 @@ class Execution:
         self.started = started
         self.meta: Mapping[str, str] = meta or {}
 
+    @property
+    def task_name(self) -> str:
+        """The registry name of the task (for :class:`cloudtask.tracing.Delivery`)."""
+        return self.task.name
+
+    @property
+    def call_id(self) -> str:
+        """The call id (for :class:`cloudtask.tracing.Delivery`)."""
+        return self.data.id
+
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""
         return (time.perf_counter() - self.started) * 1000
@@ -186,7 +199,19 @@ class Execution:
         )
 
     def run(self, raise_exceptions: bool) -> Outcome:
-        """Run the function and turn how it ended into an Outcome."""
+        """Run the function and turn how it ended into an Outcome, within its trace."""
+        token = tracing.current.set(self)
+        try:
+            if tracing.tracer() is None:
+                return self._run(raise_exceptions)
+            with tracing.run_span(self) as span:
+                outcome = self._run(raise_exceptions)
+                tracing.finished(span, outcome.outcome, outcome.status)
+                return outcome
+        finally:
+            tracing.current.reset(token)
+
+    def _run(self, raise_exceptions: bool) -> Outcome:
         if signals.active(signals.task_started):
             signals.send(
                 signals.task_started,
@@ -206,8 +231,29 @@ class Execution:
             if raise_exceptions:
                 self.log(logging.INFO, "failed")
                 raise
+            self.report(exc)
             return self.failed(exc)
         return self.succeeded(result)
+
+    def report(self, exc: Exception) -> None:
+        """Send Django's ``got_request_exception`` for the endpoint request, as a view's would.
+
+        Error trackers (Sentry, Rollbar, ...) hear of task failures through it, with the
+        traceback (it is sent while the exception is handled). ``Reject`` is a decision, not
+        an error, and is not reported; a receiver that raises is logged, never fatal.
+        """
+        http_request = self.request.http_request
+        if http_request is None or isinstance(exc, Reject):
+            return
+        for receiver, error in got_request_exception.send_robust(sender=None, request=http_request):
+            if isinstance(error, Exception):
+                logger.error(
+                    "task=%s id=%s got_request_exception receiver %r raised",
+                    self.task.name,
+                    self.data.id,
+                    receiver,
+                    exc_info=error,
+                )
 
     def succeeded(self, result: Any) -> Outcome:
         """Answer 200 with the result; the call is done."""

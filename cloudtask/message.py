@@ -32,8 +32,13 @@ def build_message(
     task_id: str | None,
     call_id: str | None = None,
     retries: int = 0,
+    trace_headers: Mapping[str, str] | None = None,
 ) -> TaskMessage:
-    """Encode, sign and route one call; ``call_id``/``retries`` are given for retry copies."""
+    """Encode, sign and route one call; ``call_id``/``retries`` are given for retry copies.
+
+    ``trace_headers`` (``traceparent``, ``tracestate``) go with the task's own headers, which
+    win over them.
+    """
     task = call.task
     url = call.url or conf.get("URL")
     if task.relative_uri is not None:
@@ -47,6 +52,7 @@ def build_message(
     if len(body) > limit:
         raise PayloadTooLarge(len(body), limit)
     headers = {
+        **(trace_headers or {}),
         **call.headers,
         "Content-Type": "application/json",
         signing.SIGNATURE_HEADER: signing.sign(signed_path(url), body),

@@ -8,6 +8,7 @@ into a :class:`TaskHandle` and sends ``task_pushed`` once.
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from . import signals
+from . import signals, tracing
 from .backends.loading import get_backend
 from .control import delete_task, get_task, run_task
 from .exceptions import PushError, PushManyError
@@ -80,11 +81,19 @@ def push(
     """
     call.consume()
     backend = get_backend()
-    message = build_message(
-        call, backend, eta=eta, task_id=task_id, call_id=call_id, retries=retries
-    )
-    started = time.perf_counter()
-    pushed = _task_id(backend, backend.push(message))
+    with tracing.push_span(call.task.name) as span:
+        message = build_message(
+            call,
+            backend,
+            eta=eta,
+            task_id=task_id,
+            call_id=call_id,
+            retries=retries,
+            trace_headers=span.headers(),
+        )
+        started = time.perf_counter()
+        pushed = _task_id(backend, backend.push(message))
+        span.pushed(message.queue, pushed, message.call_id)
     handle = TaskHandle(
         name=pushed, queue=message.queue, eta=eta, task=message.task_name, call_id=message.call_id
     )
@@ -132,8 +141,10 @@ def push_many(
         raise ValueError(f"push_many(workers=...) must be 1 to {MAX_WORKERS}, not {workers!r}.")
     outcomes: list[TaskHandle | Exception]
     if get_backend().supports_concurrent_push and workers > 1 and len(pending) > 1:
+        # Each thread pushes in a copy of the caller's context: its trace, its overrides.
+        context = contextvars.copy_context()
         with ThreadPoolExecutor(min(workers, len(pending)), "cloudtask-push") as pool:
-            outcomes = list(pool.map(_push_one, pending))
+            outcomes = list(pool.map(lambda call: context.copy().run(_push_one, call), pending))
     else:
         outcomes = [_push_one(call) for call in pending]
     errors = {i: o for i, o in enumerate(outcomes) if isinstance(o, Exception)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -210,3 +211,8 @@ def forgets_the_request(x):  # type: ignore[no-untyped-def]  # the newcomer's mi
 def fails_on_queue(request: CloudTaskRequest) -> None:
     calls.append(("fails_on_queue", None))
     raise ValueError("always")
+
+
+@task
+def logs_a_line(request: CloudTaskRequest) -> None:
+    logging.getLogger(__name__).info("sending %d email", 1)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from ..exceptions import ManagementNotSupported
 from ..queues import QueueConfig
 from ..signing import SIGNATURE_HEADER
 
@@ -56,6 +57,28 @@ class Attempt:
     status: str | None = None
     http_status: int | None = None
     message: str = ""
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What a queue did over a recent window: "is anything stuck?" at a glance."""
+
+    name: str
+    #: Tasks waiting for an attempt now (due or not), and being attempted now.
+    waiting: int
+    running: int
+    #: Of the waiting tasks, those that failed an attempt and wait for a retry.
+    retrying: int
+    #: Tasks that finished in the window, as succeeded or failed for good.
+    succeeded: int
+    failed: int
+    #: Tasks whose last attempt, made in the window, got no 2xx answer (or none at all).
+    failing: int
+    #: Finished tasks per minute over the window.
+    per_minute: float
+    #: Seconds since the oldest waiting task was due (None: nothing is due).
+    oldest_due_s: float | None
+    window_s: float
 
 
 @dataclass(frozen=True)
@@ -149,3 +172,12 @@ class QueueManager:
     def run_task(self, queue: str, name: str) -> TaskInfo:
         """Dispatch the task now, whatever its schedule time, even from a paused queue."""
         raise NotImplementedError
+
+    def queue_stats(self, window: timedelta) -> list[QueueStats]:
+        """Return each queue's recent activity over the last ``window``."""
+        raise ManagementNotSupported(
+            type(self).__name__,
+            "Queue statistics come from the local queue's table; on Cloud Tasks, Cloud "
+            "Monitoring has them (cloudtasks.googleapis.com/queue/depth, "
+            "api/request_count, task_attempt_count).",
+        )

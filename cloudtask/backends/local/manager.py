@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 from django.db import transaction
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, IntegerField, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -25,6 +25,7 @@ from ..management import (
     Attempt,
     QueueInfo,
     QueueManager,
+    QueueStats,
     TaskInfo,
     TaskState,
     View,
@@ -277,3 +278,44 @@ class LocalManager(QueueManager):
             store.run_now(Q(pk=row.pk), force=True)
             row = self._task(queue, name, "basic")
         return task_info(row, "basic")
+
+    def queue_stats(self, window: timedelta) -> list[QueueStats]:
+        now = timezone.now()
+        since = now - window
+        answered_ok = Q(last_response_status__gte=200, last_response_status__lt=300)
+        counts = {
+            row["queue"]: row
+            for row in LocalTask.objects.order_by()
+            .values("queue")
+            .annotate(
+                waiting=Count("id", filter=Q(status="queued")),
+                running=Count("id", filter=Q(status="running")),
+                retrying=Count("id", filter=Q(status="queued", dispatch_count__gt=0)),
+                succeeded=Count("id", filter=Q(status="succeeded", finished_at__gte=since)),
+                failed=Count("id", filter=Q(status="failed", finished_at__gte=since)),
+                failing=Count("id", filter=Q(last_response_at__gte=since) & ~answered_ok),
+                oldest_due=Min("schedule_time", filter=Q(status="queued", schedule_time__lte=now)),
+            )
+        }
+        names = set(counts) | set(_queues().values_list("name", flat=True))
+        minutes = window.total_seconds() / 60
+        stats = []
+        for name in sorted(names):
+            row = counts.get(name, {})
+            oldest = row.get("oldest_due")
+            finished = row.get("succeeded", 0) + row.get("failed", 0)
+            stats.append(
+                QueueStats(
+                    name=name,
+                    waiting=row.get("waiting", 0),
+                    running=row.get("running", 0),
+                    retrying=row.get("retrying", 0),
+                    succeeded=row.get("succeeded", 0),
+                    failed=row.get("failed", 0),
+                    failing=row.get("failing", 0),
+                    per_minute=round(finished / minutes, 2) if minutes else 0.0,
+                    oldest_due_s=None if oldest is None else (now - oldest).total_seconds(),
+                    window_s=window.total_seconds(),
+                )
+            )
+        return stats

@@ -1,4 +1,4 @@
-"""``manage.py cloudtask_queues list|show|create|update|pause|resume|purge|delete|sync``."""
+"""``manage.py cloudtask_queues list|stats|show|create|update|pause|resume|purge|delete|sync``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,18 @@ from . import _cli
 
 #: ``list`` columns, in this order.
 COLUMNS = ("NAME", "STATE", "TASKS", "MAX_RATE", "MAX_CONCURRENT", "MAX_ATTEMPTS")
+#: ``stats`` columns: counts now, then over the window.
+STATS_COLUMNS = (
+    "NAME",
+    "WAITING",
+    "RUNNING",
+    "RETRYING",
+    "SUCCEEDED",
+    "FAILED",
+    "FAILING",
+    "PER_MIN",
+    "OLDEST_DUE",
+)
 
 _OPTION_HELP: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "max_dispatches_per_second": ("N", float, "tasks dispatched per second at most"),
@@ -37,6 +49,13 @@ class Command(_cli.SubcommandCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         _cli.add_json(sub.add_parser("list", help="list the queues"))
+        stats = sub.add_parser(
+            "stats", help="each queue's recent activity (the local queue): is anything stuck?"
+        )
+        stats.add_argument(
+            "--minutes", type=float, default=5, help="how far back to look (default 5)"
+        )
+        _cli.add_json(stats)
         for action, text in (
             ("show", "show one queue and its options"),
             ("create", "create a queue"),
@@ -82,6 +101,28 @@ class Command(_cli.SubcommandCommand):
             for q in queues
         ]
         self.emit(options, queues, _cli.table(COLUMNS, rows))
+
+    def do_stats(self, options: dict[str, Any]) -> None:
+        try:
+            stats = control.queue_stats(options["minutes"])
+        except ValueError as exc:
+            message = str(exc).replace("queue_stats(minutes=...)", "--minutes")
+            raise CommandError(message, returncode=_cli.USAGE) from None
+        rows = [
+            (
+                s.name,
+                s.waiting,
+                s.running,
+                s.retrying,
+                s.succeeded,
+                s.failed,
+                s.failing,
+                s.per_minute,
+                "-" if s.oldest_due_s is None else f"{s.oldest_due_s:.0f}s",
+            )
+            for s in stats
+        ]
+        self.emit(options, stats, _cli.table(STATS_COLUMNS, rows))
 
     def show(self, options: dict[str, Any], info: QueueInfo) -> None:
         items: list[tuple[str, Any]] = [("name", info.name), ("path", info.path)]
