@@ -55,6 +55,11 @@ class Envelope:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def is_call_id(value: str) -> bool:
+    """Return whether ``value`` has the shape of a call id."""
+    return _CALL_ID_RE.fullmatch(value) is not None
+
+
 def dumps(value: Any) -> str:
     """Encode ``value`` as compact JSON, refusing NaN and infinities."""
     return _encoder.encode(value)

@@ -184,6 +184,16 @@ class TaskResult(models.Model):
     pushed_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # What a django.tasks result holds besides: empty for @cloudtask.task calls.
+    backend = models.CharField(
+        max_length=100, blank=True, help_text="The django.tasks backend alias (TASKS key)."
+    )
+    options = models.JSONField(
+        null=True, blank=True, help_text="The Django task's queue_name, priority and run_after."
+    )
+    errors = models.JSONField(default=list, blank=True, help_text="Every failed attempt's error.")
+    worker_ids = models.JSONField(default=list, blank=True, help_text="Who ran each attempt.")
+    last_attempted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ("-created_at", "-id")

@@ -55,6 +55,8 @@ def _save(call_id: str, task: Any, **fields: Any) -> None:
 
 def on_pushed(sender: Any, task: Any, call_id: str, handle: Any, call: Any, **kwargs: Any) -> None:
     """Record the pushed call with its arguments."""
+    if task.stores_own_results:
+        return
     args, call_kwargs = call.arguments
     fields = {"queue": handle.queue, "task_name": handle.name, "pushed_at": timezone.now()}
     _save(call_id, task, args=args, kwargs=call_kwargs, **fields)
@@ -62,12 +64,16 @@ def on_pushed(sender: Any, task: Any, call_id: str, handle: Any, call: Any, **kw
 
 def on_started(sender: Any, task: Any, call_id: str, request: Any, **kwargs: Any) -> None:
     """Count the attempt."""
+    if task.stores_own_results:
+        return
     fields = {"status": "started", "started_at": timezone.now(), "add_attempt": True}
     _save(call_id, task, queue=request.queue_name.rsplit("/", 1)[-1], **fields)
 
 
 def on_succeeded(sender: Any, task: Any, call_id: str, result: Any, **kwargs: Any) -> None:
     """Store the return value; one that is not JSON is recorded as a failure."""
+    if task.stores_own_results:
+        return
     try:
         envelope.dumps(result)
     except (TypeError, ValueError) as exc:
@@ -82,11 +88,15 @@ def on_succeeded(sender: Any, task: Any, call_id: str, result: Any, **kwargs: An
 
 def on_retrying(sender: Any, task: Any, call_id: str, error: Any, **kwargs: Any) -> None:
     """Record the failed attempt; the call will run again."""
+    if task.stores_own_results:
+        return
     _save(call_id, task, status="retrying", **_error_fields(error))
 
 
 def on_failed(sender: Any, task: Any, call_id: str, error: Any, reason: str, **kwargs: Any) -> None:
     """Record the final failure."""
+    if task.stores_own_results:
+        return
     _finish(call_id, task, "failed", error=error, reason=reason)
 
 

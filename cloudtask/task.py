@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, Concatenate, Generic, Literal, ParamSpec, TypeVar, overload
 
 from asgiref.sync import async_to_sync
 
@@ -50,6 +50,9 @@ class Task(Generic[P, R]):
     _is_coroutine: bool = field(init=False, repr=False, compare=False)
     #: The request parameter's name where ``**kwargs`` would accept it as an argument.
     _request_keyword: str | None = field(init=False, repr=False, compare=False)
+    #: Whether the task writes its own stored results (Django tasks do), so the recorder of
+    #: ``CLOUDTASK["RESULTS"]`` leaves its calls alone.
+    stores_own_results: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         options.check_task(self)

@@ -1,3 +1,7 @@
+"""Settings of the test suite."""
+
+import django
+
 SECRET_KEY = "tests-secret-key-that-is-long-enough-for-hmac-derivation"
 DEBUG = False
 USE_TZ = True
@@ -38,3 +42,14 @@ TEMPLATES = [
 ]
 CLOUDTASK = {"BACKEND": "cloudtask.backends.immediate.ImmediateBackend"}
 STATIC_URL = "/static/"
+# Django's task framework on cloudtask (django.tasks; the django_tasks backport on 5.2, an app
+# there: its checks and log receivers are connected when it is installed).
+if django.VERSION < (6, 0):
+    INSTALLED_APPS.append("django_tasks")
+TASKS = {
+    "default": {
+        "BACKEND": "cloudtask.django_tasks.CloudTaskBackend",
+        "QUEUES": ["default", "emails", "Mail Queue"],
+        "OPTIONS": {"QUEUE_MAP": {"Mail Queue": "emails"}},
+    }
+}
