@@ -35,11 +35,11 @@ from typing import Any
 
 from django.core.checks import CheckMessage, Error
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from . import conf, envelope, failures, options
-from .exceptions import Reject
+from .exceptions import ConfigurationError, Reject
 from .message import new_call_id
 from .push import push
 from .registry import registry
@@ -168,9 +168,13 @@ class CloudTaskBackend(BaseTaskBackend):  # type: ignore[misc]
     # Checks --------------------------------------------------------------------------------
 
     def check(self, **kwargs: Any) -> list[CheckMessage]:
-        """Report bad OPTIONS and queue names (``cloudtask.E040``-``E043``)."""
+        """Report bad OPTIONS and queue names (``cloudtask.E040``-``E044``)."""
         messages: list[CheckMessage] = list(super().check(**kwargs))
         where = f"TASKS[{self.alias!r}]"
+        try:
+            conf.require_installed()
+        except ImproperlyConfigured as exc:
+            messages.append(Error(f"{where}: {exc}", id="cloudtask.E044"))
         if not isinstance(self.options, Mapping):
             return [*messages, Error(f"{where}['OPTIONS'] must be a dict.", id="cloudtask.E040")]
         for key in self.options:
@@ -288,6 +292,7 @@ class CloudTaskBackend(BaseTaskBackend):  # type: ignore[misc]
 
     def enqueue(self, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> TaskResult:
         """Push one call of ``task``; return its result (READY, or final on ImmediateBackend)."""
+        conf.require_installed()  # before the models: say "add cloudtask to INSTALLED_APPS"
         self.validate_task(task)
         eta = _schedule_time(task.run_after)
         try:
@@ -311,7 +316,13 @@ class CloudTaskBackend(BaseTaskBackend):  # type: ignore[misc]
             raise TypeError(f"{task.module_path}(): arguments are not JSON ({exc}).") from None
         call = self.variant(task)(*result.args, **result.kwargs)
         if self.settings["RESULTS"] is True:
-            _store(result, queue=call.task.queue or "", pending=True)
+            try:
+                _store(result, queue=call.task.queue or "", pending=True)
+            except BaseException as exc:
+                call.consume()  # not pushed, and the error says why: no second warning
+                if isinstance(exc, DatabaseError):
+                    _require_results_table()  # before migrate: say so, not "no such table"
+                raise
 
         def send() -> None:
             # An in-process transport (ImmediateBackend) runs the call during the push, on
@@ -561,6 +572,21 @@ def _store(result: Any, *, queue: str | None = None, pending: bool = False) -> N
         return
     if not Row.objects.filter(call_id=result.id).update(**fields):
         Row.objects.create(call_id=result.id, **fields)
+
+
+def _require_results_table() -> None:
+    """Raise ConfigurationError when the results table is not in the database yet."""
+    from .models import TaskResult as Row
+
+    try:
+        tables = connection.introspection.table_names()
+    except DatabaseError:
+        return  # the database cannot tell (an aborted transaction): the caller's error stands
+    if Row._meta.db_table not in tables:
+        raise ConfigurationError(
+            f"The results table ({Row._meta.db_table}) is not in the database yet: run "
+            "python manage.py migrate."
+        )
 
 
 def _task_options(task: Any) -> dict[str, Any]:

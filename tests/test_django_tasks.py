@@ -19,7 +19,7 @@ from django.test import override_settings
 from django.utils import timezone as dj_timezone
 from freezegun import freeze_time
 
-from cloudtask import conf, registry, signing
+from cloudtask import ConfigurationError, conf, registry, signing
 from cloudtask.backends.local.worker import Worker
 from cloudtask.django_tasks import TaskResult, TaskResultStatus
 from cloudtask.django_tasks import task as django_task
@@ -437,3 +437,12 @@ def test_cloudtask_options_pass_through_the_task_class() -> None:
     with capture_tasks() as captured:
         task.enqueue()
     assert captured[0].http_request.headers["X-Tenant"] == "a"
+
+
+@override_settings(INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"])
+def test_without_cloudtask_installed_the_check_and_enqueue_say_so() -> None:
+    backend = task_backends["default"]
+    [error] = [m for m in backend.check() if m.id == "cloudtask.E044"]
+    assert 'add "cloudtask" to INSTALLED_APPS' in error.msg
+    with pytest.raises(ConfigurationError, match='add "cloudtask" to INSTALLED_APPS'):
+        dj_tasks.add.enqueue(1)

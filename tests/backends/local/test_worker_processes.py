@@ -227,3 +227,14 @@ def test_two_workers_on_sqlite(
     # read to a write, which SQLite refuses at once when two connections try it together.
     assert "database is locked" not in everything
     assert sum(summary(out)["succeeded"] for out, _ in outputs) == 60
+
+
+def test_before_migrate_a_django_task_says_run_migrate(tmp_path: Path) -> None:
+    project = Project(tmp_path / "new.sqlite3", "http://127.0.0.1:9/_tasks/")
+    done = project.run("exec", "from tests import dj_tasks; dj_tasks.add.enqueue(1)")
+    assert done.returncode != 0
+    assert (
+        "The results table (cloudtask_taskresult) is not in the database yet: run python "
+        "manage.py migrate." in done.stderr.splitlines()[-1]
+    ), done.stderr
+    assert "was never pushed" not in done.stderr
