@@ -393,7 +393,11 @@ def _runner(backend: CloudTaskBackend, task: Any) -> Callable[..., Any]:
 
     def run(request: CloudTaskRequest, /, *args: Any, **kwargs: Any) -> Any:
         adapter = registry.get(task.module_path)
-        return _run(backend, task, adapter, request, list(args), kwargs)
+        # The backend configured now under the task's alias (settings may have changed since
+        # the task was decorated); the one that registered it if that is another kind.
+        current = task.get_backend()
+        runner = current if isinstance(current, CloudTaskBackend) else backend
+        return _run(runner, task, adapter, request, list(args), kwargs)
 
     signature = inspect.signature(task.func)
     parameters = list(signature.parameters.values())[1 if task.takes_context else 0 :]

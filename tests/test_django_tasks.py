@@ -446,3 +446,18 @@ def test_without_cloudtask_installed_the_check_and_enqueue_say_so() -> None:
     assert 'add "cloudtask" to INSTALLED_APPS' in error.msg
     with pytest.raises(ConfigurationError, match='add "cloudtask" to INSTALLED_APPS'):
         dj_tasks.add.enqueue(1)
+
+
+def test_a_delivery_follows_the_backend_configured_now() -> None:
+    with override_settings(
+        TASKS={
+            "default": {
+                "BACKEND": "cloudtask.django_tasks.CloudTaskBackend",
+                "QUEUES": ["default"],
+                "OPTIONS": {"RESULTS": False},
+            }
+        }
+    ):
+        result = dj_tasks.add.enqueue(1)
+        assert result.status == TaskResultStatus.SUCCESSFUL
+    assert not Row.objects.filter(call_id=result.id).exists()

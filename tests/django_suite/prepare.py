@@ -84,7 +84,9 @@ def backport() -> bool:
 
 def prepare() -> Path:
     """Return a directory holding the adapted ``tasks`` package, fetching it if needed."""
-    target = CACHE / f"{django.__version__}" / "tasks"
+    # Per Python too: the wording adapted for the backport depends on the Python version.
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    target = CACHE / f"{django.__version__}-{python}" / "tasks"
     if all((target / name).exists() for name in FILES):
         return target.parent
     source = _download()
