@@ -298,19 +298,8 @@ class CloudTaskBackend(BaseTaskBackend):  # type: ignore[misc]
         try:
             # Django's JSON normalisation (in TaskResult), then cloudtask's binding, JSON and
             # size checks (making the call), before anything is pushed.
-            result = TaskResult(
-                task=task,
-                id=new_call_id(),
-                status=TaskResultStatus.READY,
-                enqueued_at=timezone.now(),
-                started_at=None,
-                last_attempted_at=None,
-                finished_at=None,
-                args=list(args),
-                kwargs=dict(kwargs),
-                backend=self.alias,
-                errors=[],
-                worker_ids=[],
+            result = _new_result(
+                task, new_call_id(), self.alias, list(args), dict(kwargs), timezone.now()
             )
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{task.module_path}(): arguments are not JSON ({exc}).") from None
@@ -501,17 +490,29 @@ def _result_for(
             return backend.get_result(request.call_id)
         except TaskResultDoesNotExist:
             pass  # pushed before results were kept, or by another sender
+    return _new_result(task, request.call_id, backend.alias, args, kwargs, None)
+
+
+def _new_result(
+    task: Any,
+    result_id: str,
+    alias: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    enqueued_at: datetime | None,
+) -> Any:
+    """Return a READY result not yet attempted (Django normalises the arguments)."""
     return TaskResult(
         task=task,
-        id=request.call_id,
+        id=result_id,
         status=TaskResultStatus.READY,
-        enqueued_at=None,
+        enqueued_at=enqueued_at,
         started_at=None,
         last_attempted_at=None,
         finished_at=None,
         args=args,
         kwargs=kwargs,
-        backend=backend.alias,
+        backend=alias,
         errors=[],
         worker_ids=[],
     )

@@ -1,13 +1,22 @@
-"""The local worker's test helpers: a fake clock, a scripted HTTP server, draining a worker."""
+"""The local worker's test helpers: a fake clock, a scripted HTTP server, draining a worker.
+
+A pytest plugin (see the root conftest): the ``scripted`` fixture pushes to the local queue
+and delivers to a ScriptedServer.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
+from django.test import override_settings
+
+from cloudtask import conf
 from cloudtask.backends.local.worker import Worker
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -82,3 +91,12 @@ def drain(worker: Worker, rounds: int = 20) -> None:
         if not started and not had_in_flight:
             break
     worker.close()
+
+
+@pytest.fixture(name="scripted")
+def scripted_fixture() -> Iterator[ScriptedServer]:
+    """Push to the local queue, delivering to a ScriptedServer on 127.0.0.1."""
+    server = ScriptedServer()
+    with override_settings(CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": server.url}):
+        yield server
+    server.close()

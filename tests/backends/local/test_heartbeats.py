@@ -6,14 +6,11 @@ real-process version (SIGKILL) is in test_worker_processes.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from django.test import override_settings
 
 import cloudtask
-from cloudtask import conf
 from cloudtask.backends.local import claims, heartbeats
 from cloudtask.backends.local.worker import Worker
 from cloudtask.models import LocalTask, LocalWorker
@@ -21,14 +18,6 @@ from tests import tasks
 from tests.support.worker import T0, FakeClock, ScriptedServer, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def scripted() -> Iterator[ScriptedServer]:
-    server = ScriptedServer()
-    with override_settings(CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": server.url}):
-        yield server
-    server.close()
 
 
 def push_due() -> str:

@@ -41,15 +41,6 @@ def local_settings(url: str = CLOSED, **extra: Any) -> dict[str, Any]:
     return {"BACKEND": conf.LOCAL_BACKEND, "URL": url, **extra}
 
 
-@pytest.fixture(name="scripted")
-def scripted_fixture() -> Iterator[ScriptedServer]:
-    """Push to a real HTTP server on 127.0.0.1 that answers as scripted."""
-    server = ScriptedServer()
-    with override_settings(CLOUDTASK=local_settings(server.url)):
-        yield server
-    server.close()
-
-
 @pytest.fixture(name="endpoint")
 def endpoint_fixture(live_server: Any) -> Iterator[str]:
     """Push to the real task endpoint, served by live_server."""

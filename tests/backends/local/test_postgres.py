@@ -63,6 +63,22 @@ def stop(workers: list[Any]) -> list[str]:
     return ["".join(worker.communicate(timeout=60)) for worker in workers]
 
 
+def deliver_noops(project: Project, server: ScriptedServer, pushed: int) -> list[str]:
+    """Start the workers, push ``pushed`` noop tasks, wait for them all; return the output."""
+    project.push("noop", 0, {})  # migrates
+    workers = start_workers(project)
+    try:
+        time.sleep(1.5)  # all are polling before the first task arrives
+        project.push("noop", pushed, {})
+        wait_for(lambda: len(server.requests) >= pushed, 90, f"{pushed} deliveries")
+        return stop(workers)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+        server.close()
+
+
 def test_four_workers_one_killed_deliver_every_attempt_once(
     postgres: PostgresServer, static_url: None, live_server: Any, tmp_path: Path
 ) -> None:
@@ -119,18 +135,7 @@ def test_four_workers_hold_the_queue_rate_exactly(postgres: PostgresServer, tmp_
     settings = json.loads(project.env["TEST_CLOUDTASK"])
     queues = {"default": {"max_dispatches_per_second": rate}}
     project.env["TEST_CLOUDTASK"] = json.dumps({**settings, "QUEUES": queues})
-    project.push("noop", 0, {})
-    workers = start_workers(project)
-    try:
-        time.sleep(1.5)
-        project.push("noop", pushed, {})
-        wait_for(lambda: len(server.requests) >= pushed, 60, f"{pushed} deliveries")
-        outputs = stop(workers)
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-        server.close()
+    outputs = deliver_noops(project, server, pushed)
     times = sorted(request["at"] for request in server.requests)
     burst = rate  # the bucket holds one second's worth
     # Over any stretch of the run, no more than the burst plus the rate times its length.
@@ -162,18 +167,7 @@ def test_claims_under_strict_isolation_are_retried_not_dropped(
     server = ScriptedServer()
     # psycopg.IsolationLevel values, as Django's OPTIONS["isolation_level"] takes them.
     project = Project(tmp_path / "unused", server.url, database(postgres, isolation_level=value))
-    project.push("noop", 0, {})
-    workers = start_workers(project)
-    try:
-        time.sleep(1.5)
-        project.push("noop", pushed, {})
-        wait_for(lambda: len(server.requests) >= pushed, 90, f"{pushed} deliveries")
-        outputs = stop(workers)
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-        server.close()
+    outputs = deliver_noops(project, server, pushed)
     errors = sum(output.count("db_error") for output in outputs)
     print(
         f"\npostgres {level}: pushed={pushed} delivered={len(server.requests)} db_errors={errors}"

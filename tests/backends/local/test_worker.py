@@ -30,14 +30,6 @@ def endpoint(static_url: None, live_server: Any) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def scripted() -> Iterator[ScriptedServer]:
-    server = ScriptedServer()
-    with override_settings(CLOUDTASK={"BACKEND": conf.LOCAL_BACKEND, "URL": server.url}):
-        yield server
-    server.close()
-
-
 def row(name: str) -> LocalTask:
     return LocalTask.objects.get(name=name)
 
