@@ -48,6 +48,7 @@ from .exceptions import (
     TaskNotFound,
     UnknownTask,
 )
+from .http_tasks import HttpCall, push_http
 from .push import TaskHandle, push_many
 from .registry import Registry, registry
 from .request import CloudTaskRequest
@@ -62,6 +63,9 @@ __all__ = [
     "TaskHandle",
     "push_many",
     "task",
+    # Calling other services
+    "HttpCall",
+    "push_http",
     # Signals and results
     "signals",
     "get_result",

@@ -287,7 +287,11 @@ def check_task_tokens(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
             return []
         # No per-task url: the task goes to this project's endpoint, which needs the token.
         ours = [task for task in map(registry.get, registry) if task.url is None]
-        tokenless = [task for task in ours if push_token(task, "") is None]
+        tokenless = [
+            task
+            for task in ours
+            if push_token(task.auth, "", app_engine=task.app_engine is not None) is None
+        ]
     except ConfigurationError:
         return []  # reported by check_settings / check_oidc
     hint = (

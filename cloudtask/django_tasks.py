@@ -118,6 +118,8 @@ STATUSES = {
     "started": TaskResultStatus.RUNNING,
     "succeeded": TaskResultStatus.SUCCESSFUL,
     "failed": TaskResultStatus.FAILED,
+    # Django has no word for it: a call that expired never ran, and never will.
+    "expired": TaskResultStatus.FAILED,
 }
 #: This process, as ``TaskResult.worker_ids`` names the workers that ran an attempt.
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"[:64]

@@ -25,6 +25,7 @@ from .exceptions import (
     Retry,
     TaskAlreadyExists,
 )
+from .message import EXPIRES_FIELD
 from .oidc import verify_request
 from .push import push
 from .registry import registry
@@ -115,7 +116,15 @@ def deliver(
         max_attempts=_queue_max_attempts(meta.get("HTTP_X_CLOUDTASKS_QUEUENAME", "")),
         oidc_email=oidc_email,
     )
-    return Execution(task, data, request, started, meta).run(raise_exceptions)
+    execution = Execution(task, data, request, started, meta)
+    if EXPIRES_FIELD in data.extra and _expired(data.extra[EXPIRES_FIELD]):
+        return execution.expired()
+    return execution.run(raise_exceptions)
+
+
+def _expired(expires: Any) -> bool:
+    # A body without a usable time runs: the field is signed, so only cloudtask wrote it.
+    return type(expires) in (int, float) and time.time() > expires
 
 
 def _verify_oidc(meta: Mapping[str, str]) -> str | None:
@@ -235,6 +244,26 @@ class Execution:
             return self.failed(exc)
         return self.succeeded(result)
 
+    def expires_at(self) -> datetime | None:
+        """Return the moment after which this call is acknowledged unrun (None: never)."""
+        expires = self.data.extra.get(EXPIRES_FIELD)
+        if not isinstance(expires, int | float) or isinstance(expires, bool):
+            return None
+        return datetime.fromtimestamp(expires, timezone.utc)
+
+    def expired(self) -> Outcome:
+        """Acknowledge a delivery after the call's expiry with 200, without running it."""
+        expires = self.expires_at()
+        self.log(logging.INFO, "expired", expires=expires.isoformat() if expires else "-")
+        signals.send(
+            signals.task_expired,
+            self.task,
+            call_id=self.data.id,
+            request=self.request,
+            expires=expires,
+        )
+        return _answer(200, {"status": "expired", "id": self.data.id})
+
     def report(self, exc: Exception) -> None:
         """Send Django's ``got_request_exception`` for the endpoint request, as a view's would.
 
@@ -289,6 +318,9 @@ class Execution:
         """Push a copy of the call for later and answer 200, unless max_retries is reached."""
         if failures.judge_retry(self.task, self.request).action == "failed":
             return self.give_up(retry.exc or retry, "max-retries")
+        expires = self.expires_at()
+        if expires is not None and datetime.now(timezone.utc) + retry.countdown > expires:
+            return self.expired()  # the copy would be due after the call expires
         try:
             self.push_copy(retry.countdown)
         except Exception:
@@ -311,6 +343,7 @@ class Execution:
             eta=options.schedule_time(at=None, countdown=countdown),
             call_id=self.data.id,
             retries=self.request.retries + 1,
+            expires=self.expires_at(),  # the same moment as the call it retries
         )
 
     def copy_of_call(self) -> TaskCall[Any]:

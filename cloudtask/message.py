@@ -16,7 +16,12 @@ from .options import ROUTE_OPTIONS
 from .registry import registry
 
 if TYPE_CHECKING:
+    from .http_tasks import HttpCall
     from .task import TaskCall
+
+
+#: The signed body field with the Unix time after which a delivery is acknowledged unrun.
+EXPIRES_FIELD = "expires"
 
 
 def new_call_id() -> str:
@@ -33,11 +38,12 @@ def build_message(
     call_id: str | None = None,
     retries: int = 0,
     trace_headers: Mapping[str, str] | None = None,
+    expires: datetime | None = None,
 ) -> TaskMessage:
     """Encode, sign and route one call; ``call_id``/``retries`` are given for retry copies.
 
     ``trace_headers`` (``traceparent``, ``tracestate``) go with the task's own headers, which
-    win over them.
+    win over them. ``expires`` is signed into the body (see :data:`EXPIRES_FIELD`).
     """
     task = call.task
     url = call.url or conf.get("URL")
@@ -47,7 +53,7 @@ def build_message(
     else:
         url = url or backend.default_url()
     call_id = call_id or new_call_id()
-    body = _body(call, call_id, retries, eta)
+    body = _body(call, call_id, retries, eta, expires)
     limit = conf.max_body_size()
     if len(body) > limit:
         raise PayloadTooLarge(len(body), limit)
@@ -71,9 +77,35 @@ def build_message(
         body=body,
         timeout=timeout,
         method=task.method,
-        oidc_token=push_token(task, url),
+        oidc_token=push_token(
+            task.auth, url, call.audience, app_engine=task.app_engine is not None
+        ),
         oauth_token=_oauth_token(task.auth, task.oauth_scope),
         app_engine=None if task.app_engine is None else dict(task.app_engine),
+    )
+
+
+def build_http_message(
+    call: HttpCall,
+    backend: BaseBackend,
+    *,
+    eta: datetime | None,
+    trace_headers: Mapping[str, str] | None = None,
+) -> TaskMessage:
+    """Route one HTTP task (``push_http``): its own method, headers and body, unsigned."""
+    return TaskMessage(
+        task_name="",
+        call_id="",
+        queue=call.queue,
+        task_id=call.task_id(),
+        eta=eta,
+        url=call.url,
+        headers={**(trace_headers or {}), **call.headers},
+        body=call.body,
+        timeout=call.timeout,
+        method=call.method,
+        oidc_token=push_token(call.auth, call.url, call.audience),
+        oauth_token=_oauth_token(call.auth, call.oauth_scope),
     )
 
 
@@ -87,11 +119,15 @@ def _oauth_token(auth: str | None, scope: str | None) -> dict[str, str] | None:
     }
 
 
-def _body(call: TaskCall[Any], call_id: str, retries: int, eta: datetime | None) -> bytes:
+def _body(
+    call: TaskCall[Any], call_id: str, retries: int, eta: datetime | None, expires: datetime | None
+) -> bytes:
     extra: dict[str, Any] = {"retries": retries} if retries else {}
-    expires = signing.expires(eta)
+    signature_expires = signing.expires(eta)
+    if signature_expires is not None:
+        extra[signing.EXPIRES_FIELD] = signature_expires
     if expires is not None:
-        extra[signing.EXPIRES_FIELD] = expires
+        extra[EXPIRES_FIELD] = round(expires.timestamp(), 3)
     delivery = route(call)
     if delivery:
         extra["route"] = delivery
@@ -107,7 +143,12 @@ def route(call: TaskCall[Any]) -> dict[str, Any]:
     """
     task = call.task
     registered = registry.get(task.name) if task.name in registry else task
-    if registered is task and call.url == task.url and call.headers is task.headers:
+    if (
+        registered is task
+        and call.url == task.url
+        and call.headers is task.headers
+        and call.audience == task.audience
+    ):
         return {}  # the usual case: the body stays as it always was
     found: dict[str, Any] = {}
     for option in ROUTE_OPTIONS:
@@ -116,6 +157,8 @@ def route(call: TaskCall[Any]) -> dict[str, Any]:
             found[option] = _json_option(value)
     if call.url != registered.url:
         found["url"] = call.url
+    if call.audience != registered.audience:
+        found["audience"] = call.audience
     if dict(call.headers) != dict(registered.headers):
         found["headers"] = sorted(call.headers)
     return found

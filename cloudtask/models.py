@@ -166,6 +166,8 @@ class TaskResult(models.Model):
         RETRYING = "retrying", "retrying"
         SUCCEEDED = "succeeded", "succeeded"
         FAILED = "failed", "failed"
+        #: Delivered after its ``expires``: acknowledged without running.
+        EXPIRED = "expired", "expired"
 
     call_id = models.CharField(max_length=64, unique=True)
     task = models.CharField(max_length=255, help_text="Registry name of the task.")
@@ -205,5 +207,5 @@ class TaskResult(models.Model):
 
     @property
     def done(self) -> bool:
-        """True once the call succeeded or failed for good."""
-        return self.status in {"succeeded", "failed"}
+        """True once the call succeeded, failed for good or expired."""
+        return self.status in {"succeeded", "failed", "expired"}

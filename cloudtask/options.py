@@ -35,7 +35,16 @@ FAILURE_ARGUMENTS = ("task", "id", "args", "kwargs", "error")
 #: Options the endpoint takes from the registered task, whatever the pushed copy said.
 RUN_TIME_OPTIONS = ("func", "name", "max_retries", "retry_for", "on_failure")
 #: Options that decide where and how a call is delivered; a ``request.retry()`` copy keeps them.
-ROUTE_OPTIONS = ("queue", "timeout", "method", "auth", "oauth_scope", "app_engine", "relative_uri")
+ROUTE_OPTIONS = (
+    "queue",
+    "timeout",
+    "method",
+    "auth",
+    "oauth_scope",
+    "app_engine",
+    "relative_uri",
+    "audience",
+)
 
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Set by cloudtask, or replaced or dropped by Cloud Tasks (its HttpRequest.headers docs):
@@ -132,6 +141,9 @@ def check_task(task: Task[Any, Any]) -> None:
         object.__setattr__(task, "timeout", timeout)
     headers = check_headers(task.headers, f"@task(headers=...) of {task.name}")
     object.__setattr__(task, "headers", headers)
+    if task.expires is not None:
+        lifetime = check_lifetime(task.expires, f"@task(expires=...) of {task.name}")
+        object.__setattr__(task, "expires", lifetime)
     _check_retries(task, where)
     _check_target(task, where)
 
@@ -147,7 +159,73 @@ def check_using(task_name: str, options: dict[str, Any]) -> dict[str, Any]:
         )
     if options.get("timeout") is not None:
         options["timeout"] = conf.check_timeout(options["timeout"], "timeout")
+    if options.get("expires") is not None:
+        options["expires"] = check_lifetime(options["expires"], "expires")
     return options
+
+
+def check_audience(value: Any, what: str) -> str | None:
+    """Validate an OIDC audience: None (the default rule) or a non-empty one-line string.
+
+    Cloud Tasks accepts any string (a URL, or an IAP client id), so only the shape is checked.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\n" in value or "\r" in value:
+        raise TypeError(
+            f"{what} must be a non-empty string such as 'https://app.example.com/_tasks/', "
+            f"not {value!r}."
+        )
+    return value
+
+
+def check_lifetime(value: Any, what: str) -> timedelta:
+    """Validate a task's lifetime after its push: a positive number of seconds or timedelta."""
+    lifetime = conf.to_timedelta(value, what)
+    if lifetime <= timedelta(0):
+        raise ValueError(
+            f"{what} must be a positive duration after the push (seconds or a timedelta), "
+            f"not {lifetime.total_seconds():g} seconds."
+        )
+    return lifetime
+
+
+#: What ``expires=`` takes: an aware datetime, or a duration (seconds, timedelta) after the push.
+Expires = datetime | timedelta | float | int
+
+
+def check_expires(value: Any) -> datetime | timedelta | None:
+    """Validate a call's ``expires=``: an aware datetime, or a positive duration."""
+    if value is None or isinstance(value, datetime):
+        return None if value is None else _aware(value, "expires")
+    return check_lifetime(value, "expires")
+
+
+def expiry_time(expires: datetime | timedelta | None, eta: datetime | None) -> datetime | None:
+    """Return the moment after which a delivery is acknowledged without running, or None.
+
+    A duration counts from now (the push). The moment must lie ahead, and after ``eta``: a
+    task that expires before it is due would never run.
+    """
+    if expires is None:
+        return None
+    now = _now()
+    moment = now + expires if isinstance(expires, timedelta) else expires
+    if moment <= now:
+        raise ValueError(
+            f"expires={moment.isoformat()} is in the past: a task that expired before it was "
+            "pushed would never run. Pass a later datetime, or a duration after the push."
+        )
+    if eta is not None and moment <= eta:
+        raise ValueError(
+            f"expires={moment.isoformat()} is not after the schedule time {eta.isoformat()}: "
+            "the task would expire before it is due. Expire it later, or schedule it earlier."
+        )
+    return moment
+
+
+def _now() -> datetime:
+    return timezone.now() if django_settings.USE_TZ else datetime.now(dt_timezone.utc)
 
 
 def check_headers(headers: Any, what: str) -> dict[str, str]:
@@ -167,7 +245,7 @@ def check_headers(headers: Any, what: str) -> dict[str, str]:
         if lowered == "authorization":
             raise ValueError(
                 f"{what}: 'Authorization' carries the token Cloud Tasks adds; choose it with "
-                "@task(auth='oidc' | 'oauth' | None) instead of setting the header."
+                "auth='oidc' | 'oauth' | None instead of setting the header."
             )
     return dict(headers)
 
@@ -185,7 +263,7 @@ def check_failure_handler(handler: TaskLike) -> None:
 
 def schedule_time(*, at: datetime | None, countdown: float | timedelta | None) -> datetime:
     """Validate ``at`` / ``countdown`` and return the aware UTC time to run at."""
-    now = timezone.now() if django_settings.USE_TZ else datetime.now(dt_timezone.utc)
+    now = _now()
     if (at is None) == (countdown is None):
         raise TypeError("schedule() takes exactly one of at= (a datetime) or countdown=.")
     if countdown is not None:
@@ -194,7 +272,7 @@ def schedule_time(*, at: datetime | None, countdown: float | timedelta | None) -
             raise ValueError(f"countdown must not be negative, got {delta.total_seconds():g}s.")
         eta = now + delta
     else:
-        eta = _aware(at)
+        eta = _aware(at, "at")
     eta = eta.astimezone(dt_timezone.utc)
     if eta - now > MAX_SCHEDULE:
         raise ValueError(
@@ -204,14 +282,14 @@ def schedule_time(*, at: datetime | None, countdown: float | timedelta | None) -
     return eta
 
 
-def _aware(at: Any) -> datetime:
+def _aware(at: Any, what: str) -> datetime:
     if not isinstance(at, datetime):
-        raise TypeError(f"at= must be a datetime.datetime, not {type(at).__name__}.")
+        raise TypeError(f"{what}= must be a datetime.datetime, not {type(at).__name__}.")
     if timezone.is_aware(at):
         return at
     if django_settings.USE_TZ:
         raise ValueError(
-            f"at={at.isoformat()} is a naive datetime while USE_TZ is True; pass an aware "
+            f"{what}={at.isoformat()} is a naive datetime while USE_TZ is True; pass an aware "
             "one, e.g. timezone.now() + timedelta(hours=1)."
         )
     return timezone.make_aware(at, timezone.get_default_timezone())
@@ -257,6 +335,9 @@ def _check_target(task: Task[Any, Any], where: str) -> None:
         )
     if task.auth not in AUTH_CHOICES:
         raise ValueError(f"{where}: auth={task.auth!r} must be 'oidc', 'oauth' or None.")
+    check_audience(task.audience, f"{where}: audience")
+    if task.audience is not None and task.auth != "oidc":
+        raise ValueError(f"{where}: audience= only applies with auth='oidc'.")
     if task.oauth_scope is not None and task.auth != "oauth":
         raise ValueError(f"{where}: oauth_scope= only applies with auth='oauth'.")
     scope = task.oauth_scope
@@ -287,6 +368,8 @@ def _check_app_engine(task: Task[Any, Any], where: str) -> None:
             raise TypeError(f"{where}: app_engine[{key!r}] must be a non-empty string.")
     if task.auth == "oauth":
         raise ValueError(f"{where}: App Engine targets take no OAuth token; drop auth='oauth'.")
+    if task.audience is not None:
+        raise ValueError(f"{where}: App Engine targets take no OIDC token; drop audience=.")
     if task.url is not None:
         raise ValueError(f"{where}: App Engine targets take relative_uri=, not url=.")
     uri = task.relative_uri

@@ -13,22 +13,23 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from . import signals, tracing
+from . import options, signals, tracing
 from .backends.loading import get_backend
 from .control import delete_task, get_task, run_task
 from .exceptions import PushError, PushManyError
-from .message import build_message
+from .message import build_http_message, build_message
 from .results import get_result
 
 if TYPE_CHECKING:
-    from .backends.base import BaseBackend
+    from .backends.base import BaseBackend, TaskMessage
     from .backends.management import TaskInfo, View
+    from .http_tasks import HttpCall
     from .models import TaskResult
     from .task import TaskCall
 
@@ -45,8 +46,9 @@ class TaskHandle:
     name: str
     queue: str
     eta: datetime | None
-    #: The registry name of the task.
+    #: The registry name of the task ("" for an HTTP task of ``push_http``).
     task: str = ""
+    #: The call's id, for its stored result ("" for an HTTP task, which has none).
     call_id: str = ""
 
     def result(self) -> TaskResult:
@@ -73,14 +75,17 @@ def push(
     task_id: str | None = None,
     call_id: str | None = None,
     retries: int = 0,
+    expires: datetime | timedelta | None = None,
 ) -> TaskHandle:
     """Push ``call`` to its queue through the current backend and return its handle.
 
     ``task_id`` is the Cloud Tasks id to ask for (None: the backend chooses); ``call_id`` and
     ``retries`` are given by ``request.retry()`` copies, which keep their call's id.
+    ``expires`` (a moment, or a duration from now) defaults to the task's ``expires``.
     """
     call.consume()
     backend = get_backend()
+    expires_at = options.expiry_time(call.task.expires if expires is None else expires, eta)
     with tracing.push_span(call.task.name) as span:
         message = build_message(
             call,
@@ -90,10 +95,10 @@ def push(
             call_id=call_id,
             retries=retries,
             trace_headers=span.headers(),
+            expires=expires_at,
         )
         started = time.perf_counter()
-        pushed = _task_id(backend, backend.push(message))
-        span.pushed(message.queue, pushed, message.call_id)
+        pushed = _send(backend, message, span)
     handle = TaskHandle(
         name=pushed, queue=message.queue, eta=eta, task=message.task_name, call_id=message.call_id
     )
@@ -106,6 +111,26 @@ def push(
         duration_ms=(time.perf_counter() - started) * 1000,
     )
     return handle
+
+
+def push_http(call: HttpCall) -> TaskHandle:
+    """Push an HTTP task (``cloudtask.push_http``) through the current backend.
+
+    The same path as a task's push, without what only a task has: no envelope, signature,
+    call id or task signals.
+    """
+    backend = get_backend()
+    eta = call.eta()
+    with tracing.push_span(call.label) as span:
+        message = build_http_message(call, backend, eta=eta, trace_headers=span.headers())
+        pushed = _send(backend, message, span)
+    return TaskHandle(name=pushed, queue=message.queue, eta=eta)
+
+
+def _send(backend: BaseBackend, message: TaskMessage, span: tracing.PushSpan) -> str:
+    pushed = _task_id(backend, backend.push(message))
+    span.pushed(message.queue, pushed, message.call_id)
+    return pushed
 
 
 def _task_id(backend: BaseBackend, returned: object) -> str:
@@ -121,17 +146,22 @@ def _task_id(backend: BaseBackend, returned: object) -> str:
     )
 
 
-def push_on_commit(call: TaskCall[Any], task_id: str | None, using: str | None = None) -> None:
+def push_on_commit(
+    call: TaskCall[Any],
+    task_id: str | None,
+    using: str | None = None,
+    expires: datetime | timedelta | None = None,
+) -> None:
     """Push ``call`` once the current transaction commits (at once outside a transaction)."""
-    transaction.on_commit(partial(push, call, task_id=task_id), using=using)
+    transaction.on_commit(partial(push, call, task_id=task_id, expires=expires), using=using)
 
 
 def push_many(
-    calls: Iterable[TaskCall[Any]], *, workers: int = DEFAULT_WORKERS
+    calls: Iterable[TaskCall[Any] | HttpCall], *, workers: int = DEFAULT_WORKERS
 ) -> list[TaskHandle]:
-    """Push every call and return their handles in input order.
+    """Push every call (task calls, and ``HttpCall`` HTTP tasks) and return their handles.
 
-    Cloud Tasks has no batch call for HTTP tasks, so the calls are pushed concurrently
+    The handles come in input order. Cloud Tasks has no batch call for HTTP tasks, so the calls are pushed concurrently
     (``workers`` at a time) when the backend allows it, else one after the other. If any
     call fails, the others are still pushed and :class:`PushManyError` is raised with
     ``.handles`` (None where a call failed) and ``.errors`` (by input index).
@@ -154,9 +184,12 @@ def push_many(
     return handles  # type: ignore[return-value]  # no None left when nothing failed
 
 
-def _push_one(call: TaskCall[Any]) -> TaskHandle | Exception:
+def _push_one(call: TaskCall[Any] | HttpCall) -> TaskHandle | Exception:
     if not hasattr(call, "delay"):
-        return TypeError(f"push_many() takes task calls such as add(a=1), not {call!r}.")
+        return TypeError(
+            "push_many() takes task calls such as add(a=1) and HTTP tasks such as "
+            f"cloudtask.HttpCall('https://...'), not {call!r}."
+        )
     try:
         return call.delay()
     except Exception as exc:  # reported per call; the other calls go on

@@ -19,6 +19,7 @@ class Registry:
     def __init__(self) -> None:
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._lock = threading.Lock()
+        self._audiences: frozenset[str] | None = None
 
     def register(self, task: Task[Any, Any]) -> None:
         """Add ``task``; a different function under the same name is an error."""
@@ -31,11 +32,13 @@ class Registry:
                 )
             # The same function seen again is a module re-import (autoreload): replace it.
             self._tasks[task.name] = task
+            self._audiences = None
 
     def unregister(self, name: str) -> None:
         """Remove the task registered under ``name``, if any."""
         with self._lock:
             self._tasks.pop(name, None)
+            self._audiences = None
 
     def get(self, name: str) -> Task[Any, Any]:
         """Return the task registered under ``name`` or raise UnknownTask."""
@@ -63,6 +66,16 @@ class Registry:
         finally:
             with self._lock:
                 self._tasks = saved
+                self._audiences = None
+
+    def audiences(self) -> frozenset[str]:
+        """Return the OIDC audiences registered tasks declare (``@task(audience=...)``)."""
+        found = self._audiences
+        if found is None:
+            with self._lock:
+                tasks = list(self._tasks.values())
+            found = self._audiences = frozenset(t.audience for t in tasks if t.audience)
+        return found
 
 
 #: The process-wide registry that @task fills and the endpoint reads.

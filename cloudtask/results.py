@@ -100,6 +100,13 @@ def on_failed(sender: Any, task: Any, call_id: str, error: Any, reason: str, **k
     _finish(call_id, task, "failed", error=error, reason=reason)
 
 
+def on_expired(sender: Any, task: Any, call_id: str, **kwargs: Any) -> None:
+    """Record that the call expired before it ran."""
+    if task.stores_own_results:
+        return
+    _finish(call_id, task, "expired", reason="expired")
+
+
 def _finish(
     call_id: str, task: Any, status: str, *, result: Any = None, error: Any = None, reason: str = ""
 ) -> None:
@@ -126,6 +133,7 @@ _RECEIVERS: list[tuple[Any, Callable[..., None]]] = [
     (signals.task_succeeded, on_succeeded),
     (signals.task_retrying, on_retrying),
     (signals.task_failed, on_failed),
+    (signals.task_expired, on_expired),
 ]
 
 

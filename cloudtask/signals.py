@@ -13,6 +13,8 @@ Every signal's sender is the task definition (``cloudtask.Task``) and carries ``
   ``countdown`` is None when Cloud Tasks' own backoff decides).
 - ``task_failed(task, call_id, request, error, reason, duration_ms)``: for good; ``reason`` is
   ``rejected``, ``not-retryable``, ``max-retries`` or ``max-attempts``.
+- ``task_expired(task, call_id, request, expires)``: a delivery came after the call's
+  ``expires`` (an aware datetime) and was acknowledged without running the function.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ task_started = Signal()
 task_succeeded = Signal()
 task_retrying = Signal()
 task_failed = Signal()
+task_expired = Signal()
 
 
 def active(signal: Signal) -> bool:

@@ -16,6 +16,7 @@ from asgiref.sync import async_to_sync
 
 from . import conf, envelope, options, task_ids
 from .binding import ArgumentChecker
+from .options import Expires
 from .push import TaskHandle, push, push_on_commit
 from .registry import registry
 from .request import CloudTaskRequest
@@ -43,6 +44,10 @@ class Task(Generic[P, R]):
     oauth_scope: str | None = None
     app_engine: Mapping[str, str] | None = None
     relative_uri: str | None = None
+    #: The OIDC token's audience (None: ``CLOUDTASK["OIDC"]["AUDIENCE"]``, else the URL).
+    audience: str | None = None
+    #: How long after its push a call may still run; a later delivery is acknowledged unrun.
+    expires: timedelta | None = None
     #: The function's signature without its first parameter, which receives the request:
     #: what callers pass.
     call_signature: inspect.Signature = field(init=False, repr=False, compare=False)
@@ -121,7 +126,7 @@ class TaskCall(Generic[R]):
     awaited does: ``add(a=1)`` alone does nothing.
     """
 
-    __slots__ = ("_arguments_json", "_headers", "_made_at", "_url", "task")
+    __slots__ = ("_arguments_json", "_audience", "_headers", "_made_at", "_url", "task")
 
     def __init__(
         self, task: Task[Any, R], arguments_json: str, made_at: tuple[str, int] | None = None
@@ -130,6 +135,7 @@ class TaskCall(Generic[R]):
         self._arguments_json = arguments_json
         self._url = task.url
         self._headers: Mapping[str, str] = task.headers
+        self._audience = task.audience
         #: Where the call was made, until it is pushed or run (None: nothing to warn about).
         self._made_at = made_at
 
@@ -190,38 +196,75 @@ class TaskCall(Generic[R]):
     def headers(self, value: Mapping[str, str]) -> None:
         self._headers = options.check_headers(value, "TaskCall.headers")
 
-    def delay(self, *, name: str | None = None, unique: bool = False) -> TaskHandle:
-        """Push the call to its queue now; ``unique`` appends a random suffix to the name."""
-        return self._push(eta=None, name=name, unique=unique)
+    @property
+    def audience(self) -> str | None:
+        """The OIDC token's audience for this call (the task's unless set)."""
+        return self._audience
+
+    @audience.setter
+    def audience(self, value: str | None) -> None:
+        self._audience = options.check_audience(value, "TaskCall.audience")
+
+    def delay(
+        self, *, name: str | None = None, unique: bool = False, expires: Expires | None = None
+    ) -> TaskHandle:
+        """Push the call to its queue now; ``unique`` appends a random suffix to the name.
+
+        ``expires`` (an aware datetime, or seconds / a timedelta after the push): a delivery
+        after that moment is acknowledged without running. The task's ``expires`` otherwise.
+        """
+        return self._push(eta=None, name=name, unique=unique, expires=expires)
 
     @overload
     def push(
-        self, *, name: str | None = ..., unique: bool = ..., on_commit: Literal[False] = ...
+        self,
+        *,
+        name: str | None = ...,
+        unique: bool = ...,
+        on_commit: Literal[False] = ...,
+        expires: Expires | None = ...,
     ) -> TaskHandle: ...
 
     @overload
     def push(
-        self, *, name: str | None = ..., unique: bool = ..., on_commit: Literal[True]
+        self,
+        *,
+        name: str | None = ...,
+        unique: bool = ...,
+        on_commit: Literal[True],
+        expires: Expires | None = ...,
     ) -> None: ...
 
     def push(
-        self, *, name: str | None = None, unique: bool = False, on_commit: bool = False
+        self,
+        *,
+        name: str | None = None,
+        unique: bool = False,
+        on_commit: bool = False,
+        expires: Expires | None = None,
     ) -> TaskHandle | None:
         """Push the call now (alias of :meth:`delay`), or when the transaction commits."""
         if on_commit:
-            self.delay_on_commit(name=name, unique=unique)
+            self.delay_on_commit(name=name, unique=unique, expires=expires)
             return None
-        return self._push(eta=None, name=name, unique=unique)
+        return self._push(eta=None, name=name, unique=unique, expires=expires)
 
     def delay_on_commit(
-        self, *, name: str | None = None, unique: bool = False, using: str | None = None
+        self,
+        *,
+        name: str | None = None,
+        unique: bool = False,
+        using: str | None = None,
+        expires: Expires | None = None,
     ) -> None:
         """Push the call once the current transaction commits; nothing is pushed on rollback.
 
-        Outside a transaction it is pushed at once. The name is checked now, not at commit.
+        Outside a transaction it is pushed at once. The name and ``expires`` are checked now,
+        not at commit; a duration in ``expires`` counts from the push.
         """
         self.consume()  # pushed, or tried: a failed push raises where it was made
-        push_on_commit(self, task_ids.task_id_for(self, name, unique), using=using)
+        task_id = task_ids.task_id_for(self, name, unique)
+        push_on_commit(self, task_id, using=using, expires=options.check_expires(expires))
 
     def schedule(
         self,
@@ -230,11 +273,15 @@ class TaskCall(Generic[R]):
         countdown: float | timedelta | None = None,
         name: str | None = None,
         unique: bool = False,
+        expires: Expires | None = None,
     ) -> TaskHandle:
-        """Push the call to run at ``at`` or ``countdown`` (seconds or timedelta) from now."""
+        """Push the call to run at ``at`` or ``countdown`` (seconds or timedelta) from now.
+
+        ``expires`` must fall after that time (see :meth:`delay`).
+        """
         self.consume()
         eta = options.schedule_time(at=at, countdown=countdown)
-        return self._push(eta=eta, name=name, unique=unique)
+        return self._push(eta=eta, name=name, unique=unique, expires=expires)
 
     def execute(self) -> R:
         """Run the function now, in this process, as a task would run."""
@@ -246,9 +293,13 @@ class TaskCall(Generic[R]):
         """Run the function now, in this process (same as :meth:`execute`)."""
         return self.execute()
 
-    def _push(self, *, eta: datetime | None, name: str | None, unique: bool) -> TaskHandle:
+    def _push(
+        self, *, eta: datetime | None, name: str | None, unique: bool, expires: Expires | None
+    ) -> TaskHandle:
         self.consume()  # pushed, or tried: a failed push raises where it was made
-        return push(self, eta=eta, task_id=task_ids.task_id_for(self, name, unique))
+        lifetime = options.check_expires(expires)
+        task_id = task_ids.task_id_for(self, name, unique)
+        return push(self, eta=eta, task_id=task_id, expires=lifetime)
 
 
 def _caller() -> tuple[str, int]:
@@ -278,6 +329,8 @@ def task(
     oauth_scope: str | None = None,
     app_engine: Mapping[str, str] | None = None,
     relative_uri: str | None = None,
+    audience: str | None = None,
+    expires: float | timedelta | None = None,
 ) -> Callable[[Callable[Concatenate[CloudTaskRequest, P], R]], Task[P, R]]: ...
 
 
@@ -299,6 +352,8 @@ def task(
     oauth_scope: str | None = None,
     app_engine: Mapping[str, str] | None = None,
     relative_uri: str | None = None,
+    audience: str | None = None,
+    expires: float | timedelta | None = None,
 ) -> Task[P, R] | Callable[[Callable[Concatenate[CloudTaskRequest, P], R]], Task[P, R]]:
     """Register a function as a task; use bare (``@task``) or with options."""
 
@@ -321,6 +376,8 @@ def task(
             oauth_scope=oauth_scope,
             app_engine=app_engine,
             relative_uri=relative_uri,
+            audience=audience,
+            expires=expires,  # type: ignore[arg-type]  # normalised to timedelta
         )
         registry.register(definition)
         return definition

@@ -69,8 +69,13 @@ def task_id_for(call: TaskCall[Any], name: str | None, unique: bool) -> str | No
             "unique id from Cloud Tasks."
         )
     if task_id is not None and unique:
-        task_id = f"{task_id[: MAX_ID_LENGTH - UNIQUE_SUFFIX_LENGTH]}-{uuid.uuid4().hex}"
+        task_id = with_unique_suffix(task_id)
     return task_id
+
+
+def with_unique_suffix(task_id: str) -> str:
+    """Return ``task_id`` with ``unique=True``'s random suffix (cut to stay a valid id)."""
+    return f"{task_id[: MAX_ID_LENGTH - UNIQUE_SUFFIX_LENGTH]}-{uuid.uuid4().hex}"
 
 
 def _join(prefix: str, text: str) -> str:

@@ -216,3 +216,15 @@ def fails_on_queue(request: CloudTaskRequest) -> None:
 @task
 def logs_a_line(request: CloudTaskRequest) -> None:
     logging.getLogger(__name__).info("sending %d email", 1)
+
+
+@task(audience="https://audience.example.com/tasks")
+def with_audience(request: CloudTaskRequest) -> str | None:
+    calls.append(("with_audience", request.oidc_email))
+    return request.oidc_email
+
+
+@task(expires=60)
+def expires_in_a_minute(request: CloudTaskRequest, n: int) -> int:
+    calls.append(("expires_in_a_minute", n))
+    return n

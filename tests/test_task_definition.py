@@ -125,7 +125,7 @@ def test_task_definition_error_is_a_type_error() -> None:
         ({"headers": {"User-Agent": "mine"}}, "cannot be overridden"),
         ({"headers": {"X-Google-Anything": "x"}}, "cannot be overridden"),
         ({"headers": {"X-AppEngine-QueueName": "x"}}, "cannot be overridden"),
-        ({"headers": {"authorization": "Bearer x"}}, r"choose it with @task\(auth="),
+        ({"headers": {"authorization": "Bearer x"}}, r"choose it with auth=.oidc."),
         ({"headers": {"Bad Header": "x"}}, "not a valid HTTP header name"),
         ({"headers": {"X-A": "one\r\nX-B: two"}}, "one-line string"),
         ({"name": ""}, "non-empty string"),

@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 class TaskMessage:
     """A call turned into the exact HTTP request Cloud Tasks will make, plus its routing."""
 
-    #: The registry name of the task the body calls.
+    #: The registry name of the task the body calls ("" for an HTTP task of ``push_http``).
     task_name: str
-    #: The id of the call; it stays the same across retries and ``request.retry()`` copies.
+    #: The id of the call; it stays the same across retries and ``request.retry()`` copies
+    #: ("" for an HTTP task).
     call_id: str
     queue: str
     #: The Cloud Tasks task id asked for, or None to let the backend choose one.
@@ -56,6 +57,22 @@ class TaskMessage:
     def path(self) -> str:
         """The URL path the signature covers."""
         return signed_path(self.url)
+
+    @property
+    def is_http_task(self) -> bool:
+        """Whether this is an HTTP task of ``push_http``: no envelope, no signature."""
+        return not self.task_name
+
+    @property
+    def label(self) -> str:
+        """What log lines and errors call the task: its registry name, or method and URL."""
+        return self.task_name or http_label(self.method, self.url)
+
+
+def http_label(method: str, url: str) -> str:
+    """Return ``METHOD scheme://host/path``: a URL without its query, which may hold secrets."""
+    parts = urlsplit(url)
+    return f"{method} {parts.scheme}://{parts.netloc}{parts.path}"
 
 
 def signed_path(url: str) -> str:

@@ -5,14 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import conf
 from ..backends import loading
 from ..exceptions import ConfigurationError
-
-if TYPE_CHECKING:
-    from ..task import Task
 
 DEFAULT_CLOCK_SKEW = timedelta(seconds=10)
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -115,16 +112,20 @@ def settings() -> OidcSettings:
 conf.on_change(settings.cache_clear)
 
 
-def push_token(task: Task[Any, Any], url: str) -> dict[str, str] | None:
-    """Return the OIDC token Cloud Tasks adds to a push of ``task`` to ``url``, or None.
+def push_token(
+    auth: str | None, url: str, audience: str | None = None, *, app_engine: bool = False
+) -> dict[str, str] | None:
+    """Return the OIDC token Cloud Tasks adds to a push to ``url``, or None.
 
     Cloud Tasks mints one only for HTTP targets with ``auth="oidc"`` and only when
-    ``CLOUDTASK["SAE"]`` names the service account; its audience is ``OIDC["AUDIENCE"]``
-    when set, else the task's URL. The local backend and ``capture_tasks()`` follow the same
-    rule, so a task that would be refused in production is refused in development too.
+    ``CLOUDTASK["SAE"]`` names the service account; its audience is the push's ``audience``
+    (``@task(audience=...)``, ``call.audience``, ``push_http(audience=...)``), else
+    ``OIDC["AUDIENCE"]`` when set, else the URL. The local backend and ``capture_tasks()``
+    follow the same rule, so a task that would be refused in production is refused in
+    development too.
     """
     sae = conf.get("SAE")
-    if task.app_engine is not None or task.auth != "oidc" or not sae:
+    if app_engine or auth != "oidc" or not sae:
         return None
-    audience = conf.oidc_options().get("AUDIENCE") or url
+    audience = audience or conf.oidc_options().get("AUDIENCE") or url
     return {"service_account_email": sae, "audience": audience}

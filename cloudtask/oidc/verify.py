@@ -4,7 +4,8 @@ Cloud Tasks sends ``Authorization: Bearer <ID token>`` minted for ``CLOUDTASK["S
 OIDC is required (:func:`cloudtask.conf.oidc_required`), :func:`verify_request` accepts a
 request only if its token is signed by one of Google's current keys (RS256, checked with
 google-auth's verifier and certificates cached by :mod:`cloudtask.oidc.certs`) and its claims are
-exactly right: ``aud`` equals the audience, ``iss`` is a Google issuer, ``email`` is an allowed
+exactly right: ``aud`` equals the audience (``OIDC["AUDIENCE"]``, or one a registered task
+declares with ``@task(audience=...)``), ``iss`` is a Google issuer, ``email`` is an allowed
 service account with ``email_verified`` true, and ``iat``/``exp`` hold within the clock skew.
 
 Where the backend declares ``trusts_development_tokens`` (the local queue, ``capture_tasks()``),
@@ -25,6 +26,7 @@ from typing import Any, NoReturn, TypeGuard
 
 from ..backends import loading
 from ..exceptions import InvalidToken
+from ..registry import registry
 from . import certs, devkey
 from .config import OidcSettings, settings
 
@@ -74,8 +76,12 @@ def check_claims(payload: Mapping[str, Any], options: OidcSettings) -> str:
     if expires < now - skew:
         raise InvalidToken(f"expired (exp {expires} < now {now:.0f})")
     audience = payload.get("aud")
-    if not isinstance(audience, str) or audience != options.audience:
-        raise InvalidToken(f"aud is {_shown(audience)}, not {options.audience!r}")
+    if not isinstance(audience, str) or (
+        audience != options.audience and audience not in registry.audiences()
+    ):
+        raise InvalidToken(
+            f"aud is {_shown(audience)}, not {options.audience!r} or a task's audience"
+        )
     issuer = payload.get("iss")
     if not isinstance(issuer, str) or issuer not in options.issuers:
         raise InvalidToken(f"iss {_shown(issuer)} is not one of {list(options.issuers)}")

@@ -55,7 +55,13 @@ class ScriptedServer:
                     server.active += 1
                     server.max_active = max(server.max_active, server.active)
                     server.requests.append(
-                        {"headers": dict(self.headers), "body": body, "at": time.monotonic()}
+                        {
+                            "method": self.command,
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": body,
+                            "at": time.monotonic(),
+                        }
                     )
                     answer = server.answers.pop(0) if server.answers else (200, {})
                 status, headers, *rest = answer
@@ -68,7 +74,11 @@ class ScriptedServer:
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
-                self.wfile.write(content)
+                if self.command != "HEAD":  # a HEAD answer has headers only
+                    self.wfile.write(content)
+
+            # Cloud Tasks sends any of its HTTP methods (push_http); each is answered alike.
+            do_GET = do_HEAD = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_POST
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -155,7 +155,7 @@ class CloudTasksBackend(BaseBackend):
             return self.call(
                 method,
                 request,
-                what=f"task={message.task_name} queue={message.queue}",
+                what=f"task={message.label} queue={message.queue}",
                 exists_ok_after=exists_ok_after,
             )
         except GoogleAPICallError as exc:

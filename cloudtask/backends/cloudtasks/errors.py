@@ -69,7 +69,7 @@ def translate(exc: BaseException, message: TaskMessage, parent: str) -> Exceptio
         return permission_denied(exc, parent)
     if status == "INVALID_ARGUMENT" and "too large" in _text(exc):
         return PayloadTooLarge(_size(message), TASK_SIZE_LIMIT, what="encoded task")
-    return PushError(f"Cloud Tasks refused {message.task_name} for queue {parent}: {describe(exc)}")
+    return PushError(f"Cloud Tasks refused {message.label} for queue {parent}: {describe(exc)}")
 
 
 def permission_denied(exc: BaseException, resource: str) -> PushPermissionDenied:

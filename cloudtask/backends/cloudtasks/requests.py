@@ -73,7 +73,7 @@ def _http_request(message: TaskMessage) -> dict[str, Any]:
     elif message.oauth_token is not None:
         if not message.oauth_token["service_account_email"]:
             raise ConfigurationError(
-                f"{message.task_name} uses auth='oauth', which needs CLOUDTASK['SAE']: the "
+                f"{message.label} uses auth='oauth', which needs CLOUDTASK['SAE']: the "
                 "service account Cloud Tasks mints the OAuth token for."
             )
         request["oauth_token"] = message.oauth_token

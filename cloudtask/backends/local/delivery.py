@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from ...envelope import OUTCOME_HEADER
 from ...oidc import authorization
+from ...options import BODY_METHODS
 from ...request import cloud_tasks_headers
 from .claims import Claimed
 
@@ -85,7 +86,9 @@ def _post(claimed: Claimed, headers: dict[str, str]) -> tuple[HTTPResponse, byte
         if connection.sock is not None:
             connection.sock.settimeout(timeout)
         try:
-            connection.request(claimed.method, target, body=claimed.body, headers=headers)
+            # Cloud Tasks sends a body only with POST, PUT and PATCH.
+            body = claimed.body if claimed.method in BODY_METHODS else None
+            connection.request(claimed.method, target, body=body, headers=headers)
             response = connection.getresponse()
             data = response.read()
         except (RemoteDisconnected, ConnectionResetError, BrokenPipeError):
@@ -217,10 +220,12 @@ def dispatch_line(claimed: Claimed, answer: Answer, outcome: str, fields: dict[s
     """Return the one log line of a recorded attempt."""
     status = answer.status if answer.status is not None else answer.reason
     line = (
-        f"task={claimed.task_name} name={claimed.task_id} queue={claimed.queue} "
+        f"task={claimed.task_name or '-'} name={claimed.task_id} queue={claimed.queue} "
         f"attempt={claimed.dispatch_count} status={status} "
         f"duration_ms={answer.duration * 1000:.1f} outcome={outcome}"
     )
+    if not claimed.task_name:
+        line += f" http_task={claimed.method}"  # push_http: no registry name
     if answer.status is None and answer.excerpt:
         # No answer: where the worker tried, and why it got none.
         line += f" url={claimed.url} error={answer.excerpt!r}"
