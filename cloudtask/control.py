@@ -20,7 +20,6 @@ backend's queues match ``CLOUDTASK["QUEUES"]``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -30,10 +29,13 @@ from .backends.loading import get_backend
 from .backends.management import (
     VIEWS,
     Attempt,
+    CallOptions,
     QueueInfo,
     QueueManager,
     QueueStats,
     TaskInfo,
+    TaskList,
+    TaskPage,
     View,
 )
 from .exceptions import InvalidQueueConfig, TaskNotFound
@@ -46,6 +48,7 @@ __all__ = [
     "QueueInfo",
     "QueueStats",
     "TaskInfo",
+    "TaskList",
     "create_queue",
     "declared_queues",
     "delete_queue",
@@ -67,6 +70,24 @@ __all__ = [
 WEEK = 7 * 24 * 60
 #: The largest page Cloud Tasks' ListTasks returns.
 MAX_PAGE_SIZE = 1000
+#: The longest ``timeout=`` a management call takes, in seconds.
+MAX_TIMEOUT = 600
+
+
+def _call_options(timeout: Any, retry: Any, call: str) -> CallOptions:
+    """Validate a call's ``timeout`` and ``retry`` and return them to wrap the call in."""
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout <= MAX_TIMEOUT
+    ):
+        raise InvalidQueueConfig(
+            f"{call}(): timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT}, "
+            f"not {timeout!r}."
+        )
+    if retry is not None and not isinstance(retry, bool):
+        raise InvalidQueueConfig(f"{call}(): retry must be True, False or None, not {retry!r}.")
+    return CallOptions(None if timeout is None else float(timeout), retry)
 
 
 def manager() -> QueueManager:
@@ -103,66 +124,80 @@ def _view(view: Any, call: str) -> View:
     return view  # type: ignore[no-any-return]
 
 
-def create_queue(name: str, **config: Any) -> QueueInfo:
+def create_queue(
+    name: str, *, timeout: float | None = None, retry: bool | None = None, **config: Any
+) -> QueueInfo:
     """Create queue ``name`` with ``config`` (options not given get Cloud Tasks' defaults).
 
     Raises ``QueueAlreadyExists`` if it exists, ``QueueDeletedRecently`` if its name is
     still blocked after a deletion.
     """
-    name = _queue(name, "create_queue")
-    validated = _config(name, config, "create_queue")
-    return manager().create_queue(name, validated)
+    with _call_options(timeout, retry, "create_queue"):
+        name = _queue(name, "create_queue")
+        validated = _config(name, config, "create_queue")
+        return manager().create_queue(name, validated)
 
 
-def get_queue(name: str) -> QueueInfo:
+def get_queue(name: str, *, timeout: float | None = None, retry: bool | None = None) -> QueueInfo:
     """Return queue ``name`` (``QueueNotFound`` if there is none)."""
-    name = _queue(name, "get_queue")
-    return manager().get_queue(name)
+    with _call_options(timeout, retry, "get_queue"):
+        name = _queue(name, "get_queue")
+        return manager().get_queue(name)
 
 
-def update_queue(name: str, **config: Any) -> QueueInfo:
+def update_queue(
+    name: str, *, timeout: float | None = None, retry: bool | None = None, **config: Any
+) -> QueueInfo:
     """Change the given options of queue ``name``; the others keep their current values."""
-    name = _queue(name, "update_queue")
-    if not config:
-        raise InvalidQueueConfig(
-            f"update_queue({name!r}): name at least one option to change; known options: "
-            f"{', '.join(queues.OPTIONS)}."
-        )
-    # Validate the options on their own first, so a typo is not reported as a range error.
-    _config(name, config, "update_queue")
-    backend = manager()
-    current = backend.get_queue(name)
-    merged = _config(name, config, "update_queue", base=current.config)
-    return backend.update_queue(name, merged, frozenset(config))
+    with _call_options(timeout, retry, "update_queue"):
+        name = _queue(name, "update_queue")
+        if not config:
+            raise InvalidQueueConfig(
+                f"update_queue({name!r}): name at least one option to change; known options: "
+                f"{', '.join(queues.OPTIONS)}."
+            )
+        # Validate the options on their own first, so a typo is not reported as a range error.
+        _config(name, config, "update_queue")
+        backend = manager()
+        current = backend.get_queue(name)
+        merged = _config(name, config, "update_queue", base=current.config)
+        return backend.update_queue(name, merged, frozenset(config))
 
 
-def pause_queue(name: str) -> QueueInfo:
+def pause_queue(name: str, *, timeout: float | None = None, retry: bool | None = None) -> QueueInfo:
     """Stop dispatching from queue ``name``; pushes are still accepted."""
-    name = _queue(name, "pause_queue")
-    return manager().pause_queue(name)
+    with _call_options(timeout, retry, "pause_queue"):
+        name = _queue(name, "pause_queue")
+        return manager().pause_queue(name)
 
 
-def resume_queue(name: str) -> QueueInfo:
+def resume_queue(
+    name: str, *, timeout: float | None = None, retry: bool | None = None
+) -> QueueInfo:
     """Dispatch from queue ``name`` again."""
-    name = _queue(name, "resume_queue")
-    return manager().resume_queue(name)
+    with _call_options(timeout, retry, "resume_queue"):
+        name = _queue(name, "resume_queue")
+        return manager().resume_queue(name)
 
 
-def purge_queue(name: str) -> QueueInfo:
+def purge_queue(name: str, *, timeout: float | None = None, retry: bool | None = None) -> QueueInfo:
     """Delete every task in queue ``name``. Their names stay taken for a while."""
-    name = _queue(name, "purge_queue")
-    return manager().purge_queue(name)
+    with _call_options(timeout, retry, "purge_queue"):
+        name = _queue(name, "purge_queue")
+        return manager().purge_queue(name)
 
 
-def delete_queue(name: str) -> None:
+def delete_queue(name: str, *, timeout: float | None = None, retry: bool | None = None) -> None:
     """Delete queue ``name`` and its tasks; Cloud Tasks blocks the name for up to 7 days."""
-    name = _queue(name, "delete_queue")
-    manager().delete_queue(name)
+    with _call_options(timeout, retry, "delete_queue"):
+        name = _queue(name, "delete_queue")
+        manager().delete_queue(name)
 
 
-def list_queues() -> list[QueueInfo]:
+def list_queues(*, timeout: float | None = None, retry: bool | None = None) -> list[QueueInfo]:
     """Return every queue of the backend (for Cloud Tasks: of the project and location)."""
-    return sorted(manager().list_queues(), key=lambda info: info.name)
+    with _call_options(timeout, retry, "list_queues"):
+        return sorted(manager().list_queues(), key=lambda info: info.name)
 
 
 def queue_stats(minutes: float = 5) -> list[QueueStats]:
@@ -179,10 +214,20 @@ def queue_stats(minutes: float = 5) -> list[QueueStats]:
     return manager().queue_stats(timedelta(minutes=minutes))
 
 
-def list_tasks(queue: str, view: View = "basic", page_size: int = 100) -> Iterator[TaskInfo]:
-    """Yield the tasks waiting in ``queue``, fetched ``page_size`` at a time, lazily.
+def list_tasks(
+    queue: str,
+    view: View = "basic",
+    page_size: int = 100,
+    *,
+    page_token: str = "",
+    timeout: float | None = None,
+    retry: bool | None = None,
+) -> TaskList:
+    """Return the tasks waiting in ``queue``, fetched ``page_size`` at a time, lazily.
 
     ``view="full"`` includes each task's headers (signature and token redacted) and body.
+    The result iterates over every task; its ``next_page()`` and ``next_page_token`` let a
+    later call go on with ``page_token=`` (see :class:`TaskList`).
     """
     queue = _queue(queue, "list_tasks")
     view = _view(view, "list_tasks")
@@ -192,31 +237,61 @@ def list_tasks(queue: str, view: View = "basic", page_size: int = 100) -> Iterat
         raise InvalidQueueConfig(
             f"list_tasks(): page_size must be between 1 and {MAX_PAGE_SIZE}, not {page_size}."
         )
-    return manager().list_tasks(queue, view, page_size)
+    if not isinstance(page_token, str):
+        raise InvalidQueueConfig(
+            f"list_tasks(): page_token must be a string from next_page_token, not {page_token!r}."
+        )
+    backend = manager()
+    options = _call_options(timeout, retry, "list_tasks")
+
+    def fetch(token: str) -> TaskPage:
+        with options:
+            return backend.task_page(queue, view, page_size, token)
+
+    return TaskList(fetch, page_token)
 
 
-def get_task(queue: str, name: str, view: View = "basic") -> TaskInfo:
+def get_task(
+    queue: str,
+    name: str,
+    view: View = "basic",
+    *,
+    timeout: float | None = None,
+    retry: bool | None = None,
+) -> TaskInfo:
     """Return task ``name`` of ``queue`` (``TaskNotFound`` once it has finished)."""
-    queue, name = _queue(queue, "get_task"), _task(name, "get_task")
-    return manager().get_task(queue, name, _view(view, "get_task"))
+    with _call_options(timeout, retry, "get_task"):
+        queue, name = _queue(queue, "get_task"), _task(name, "get_task")
+        return manager().get_task(queue, name, _view(view, "get_task"))
 
 
-def delete_task(queue: str, name: str, not_found_ok: bool = False) -> bool:
+def delete_task(
+    queue: str,
+    name: str,
+    not_found_ok: bool = False,
+    *,
+    timeout: float | None = None,
+    retry: bool | None = None,
+) -> bool:
     """Delete task ``name`` of ``queue``; return False if it was not there and that is OK."""
-    queue, name = _queue(queue, "delete_task"), _task(name, "delete_task")
-    try:
-        manager().delete_task(queue, name)
-    except TaskNotFound:
-        if not not_found_ok:
-            raise
-        return False
-    return True
+    with _call_options(timeout, retry, "delete_task"):
+        queue, name = _queue(queue, "delete_task"), _task(name, "delete_task")
+        try:
+            manager().delete_task(queue, name)
+        except TaskNotFound:
+            if not not_found_ok:
+                raise
+            return False
+        return True
 
 
-def run_task(queue: str, name: str) -> TaskInfo:
+def run_task(
+    queue: str, name: str, *, timeout: float | None = None, retry: bool | None = None
+) -> TaskInfo:
     """Dispatch task ``name`` of ``queue`` now, even if it is scheduled later or paused."""
-    queue, name = _queue(queue, "run_task"), _task(name, "run_task")
-    return manager().run_task(queue, name)
+    with _call_options(timeout, retry, "run_task"):
+        queue, name = _queue(queue, "run_task"), _task(name, "run_task")
+        return manager().run_task(queue, name)
 
 
 # Declarative queues ---------------------------------------------------------------------

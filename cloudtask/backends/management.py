@@ -8,7 +8,9 @@ raw object stays on ``.raw`` for whoever needs more).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -120,6 +122,74 @@ class TaskInfo:
     raw: Any = field(default=None, repr=False, compare=False)
 
 
+@dataclass
+class CallOptions:
+    """A management call's own ``timeout`` and ``retry`` (None: the backend's defaults).
+
+    ``timeout``: seconds the whole call may take, retries included. ``retry``: whether
+    transient errors are retried (by default calls that only read are, others are sent once).
+    Used as a context manager around the call; backends that make no API calls ignore it.
+    """
+
+    timeout: float | None = None
+    retry: bool | None = None
+    _tokens: list[Token[CallOptions | None]] = field(default_factory=list, repr=False)
+
+    def __enter__(self) -> CallOptions:
+        self._tokens.append(call_options.set(self))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        call_options.reset(self._tokens.pop())
+
+
+#: The options of the management call under way in this context (None: the defaults).
+call_options: ContextVar[CallOptions | None] = ContextVar("cloudtask_call_options", default=None)
+
+
+#: One page of a queue's tasks, and the token of the page after it ("" after the last).
+TaskPage = tuple[list[TaskInfo], str]
+
+
+class TaskList(Iterator[TaskInfo]):
+    """A queue's tasks, fetched a page at a time as iteration goes (``list_tasks``).
+
+    Iterate it for every task. To resume later (a request per page, say), take a page with
+    :meth:`next_page` and keep :attr:`next_page_token`; ``list_tasks(..., page_token=token)``
+    goes on from there. The first page is fetched when the list is made, so a missing queue
+    is reported by the call itself.
+    """
+
+    def __init__(self, fetch: Callable[[str], TaskPage], page_token: str = "") -> None:
+        self._fetch = fetch
+        self._buffer: deque[TaskInfo] = deque()
+        #: The token of the page after the pages fetched so far; "" when there is none.
+        self.next_page_token = ""
+        self._load(page_token)
+
+    def _load(self, token: str) -> None:
+        tasks, self.next_page_token = self._fetch(token)
+        self._buffer.extend(tasks)
+
+    def __next__(self) -> TaskInfo:
+        while not self._buffer:
+            if not self.next_page_token:
+                raise StopIteration
+            self._load(self.next_page_token)
+        return self._buffer.popleft()
+
+    def next_page(self) -> list[TaskInfo]:
+        """Return the tasks of the current page not yet taken, fetching the next page if none.
+
+        An empty list means there are no more tasks.
+        """
+        if not self._buffer and self.next_page_token:
+            self._load(self.next_page_token)
+        page = list(self._buffer)
+        self._buffer.clear()
+        return page
+
+
 class QueueManager:
     """The management calls a backend answers. Input reaches it validated.
 
@@ -159,8 +229,11 @@ class QueueManager:
     def list_queues(self) -> Iterator[QueueInfo]:
         raise NotImplementedError
 
-    def list_tasks(self, queue: str, view: View, page_size: int) -> Iterator[TaskInfo]:
-        """Yield the queue's tasks, fetching ``page_size`` at a time as iteration goes."""
+    def task_page(self, queue: str, view: View, page_size: int, page_token: str) -> TaskPage:
+        """Return up to ``page_size`` tasks from ``page_token`` ("" for the first page) on.
+
+        A token is one this method returned; an unknown one raises ``InvalidQueueConfig``.
+        """
         raise NotImplementedError
 
     def get_task(self, queue: str, name: str, view: View) -> TaskInfo:

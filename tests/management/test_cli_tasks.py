@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from django.core.management import CommandError
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 from freezegun import freeze_time
 
@@ -58,6 +58,27 @@ def test_list_prints_a_fixed_table() -> None:
     assert run("cloudtask_tasks", "list", "default", "--limit", "0").splitlines() == [
         "NAME  STATE  SCHEDULED  DISPATCHES  RESPONSES  LAST_STATUS  TASK"
     ]
+
+
+def test_list_one_page_at_a_time() -> None:
+    for name in ("first", "second", "third"):
+        push(tasks.add(1, 2), name)
+    err = io.StringIO()
+    out = io.StringIO()
+    call_command(
+        "cloudtask_tasks",
+        "list",
+        "default",
+        "--one-page",
+        "--page-size",
+        "2",
+        stdout=out,
+        stderr=err,
+    )
+    assert [line.split()[0] for line in out.getvalue().splitlines()] == ["NAME", "first", "second"]
+    token = err.getvalue().strip().removeprefix("next page token: ")
+    rest = run("cloudtask_tasks", "list", "default", "--page-token", token, "--one-page")
+    assert [line.split()[0] for line in rest.splitlines()] == ["NAME", "third"]
 
 
 def test_list_full_json_redacts_and_encodes() -> None:

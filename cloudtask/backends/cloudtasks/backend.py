@@ -73,10 +73,17 @@ class CloudTasksBackend(BaseBackend):
             name = self._create_task(request, message, parent)
         return name.rsplit("/", 1)[-1]
 
-    def call(self, method: Any, request: Any, **options: Any) -> Any:
-        """Make one API call under this backend's retry policy (see :func:`.rpc.call`)."""
+    def call(
+        self, method: Any, request: Any, *, deadline: float | None = None, **options: Any
+    ) -> Any:
+        """Make one API call under this backend's retry policy (see :func:`.rpc.call`).
+
+        ``deadline`` (seconds, retries included) replaces ``push_deadline``; one attempt
+        never waits longer than it.
+        """
+        total = self.push_deadline if deadline is None else deadline
         policy = rpc.RetryPolicy(
-            self.push_deadline, self.call_timeout, self.initial_backoff, self.max_backoff
+            total, min(self.call_timeout, total), self.initial_backoff, self.max_backoff
         )
         return rpc.call(method, request, policy=policy, **options)
 

@@ -24,7 +24,17 @@ from ...exceptions import (
     TaskNotFound,
 )
 from ...queues import QueueConfig
-from ..management import QUEUE_HINT, Attempt, QueueInfo, QueueManager, TaskInfo, View, redact
+from ..management import (
+    QUEUE_HINT,
+    Attempt,
+    QueueInfo,
+    QueueManager,
+    TaskInfo,
+    TaskPage,
+    View,
+    call_options,
+    redact,
+)
 from . import client, errors, requests
 
 if TYPE_CHECKING:
@@ -180,14 +190,17 @@ class CloudTasksManager(QueueManager):
         from google.api_core.exceptions import GoogleAPICallError
 
         method = getattr(client.client(), _snake(rpc))
+        options = call_options.get()
+        retry = rpc in READS if options is None or options.retry is None else options.retry
         try:
             return self.backend.call(
                 method,
                 request,
                 what=f"rpc={rpc} queue={queue or '-'}",
-                retry=rpc in READS,
+                retry=retry,
                 action=f"answer {rpc}",
                 again="try again later",
+                deadline=None if options is None else options.timeout,
             )
         except GoogleAPICallError as exc:
             raise self._translate(exc, rpc, queue, task) from exc
@@ -276,15 +289,18 @@ class CloudTasksManager(QueueManager):
         pager = self._call("ListQueues", request)
         return self._translated(pager, queue_info, "ListQueues", "")
 
-    def list_tasks(self, queue: str, view: View, page_size: int) -> Iterator[TaskInfo]:
+    def task_page(self, queue: str, view: View, page_size: int, page_token: str) -> TaskPage:
         from google.cloud import tasks_v2
 
         request = tasks_v2.ListTasksRequest(
-            parent=self.path(queue), response_view=VIEWS[view], page_size=page_size
+            parent=self.path(queue),
+            response_view=VIEWS[view],
+            page_size=page_size,
+            page_token=page_token,
         )
-        # The first page is fetched now, so a missing queue is reported by the call itself.
+        # One ListTasks call: the pager holds its first page only until it is iterated.
         pager = self._call("ListTasks", request, queue)
-        return self._translated(pager, lambda task: task_info(task, view), "ListTasks", queue)
+        return [task_info(task, view) for task in pager.tasks], pager.next_page_token
 
     def _translated(self, pager: Any, convert: Any, rpc: str, queue: str) -> Iterator[Any]:
         """Yield ``convert(item)`` over a pager, which fetches later pages as it goes."""

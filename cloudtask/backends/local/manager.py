@@ -7,8 +7,10 @@ for an attempt (or are being attempted) can be listed; finished ones are not fou
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.db import transaction
@@ -17,7 +19,13 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ... import queues
-from ...exceptions import ConfigurationError, QueueAlreadyExists, QueueNotFound, TaskNotFound
+from ...exceptions import (
+    ConfigurationError,
+    InvalidQueueConfig,
+    QueueAlreadyExists,
+    QueueNotFound,
+    TaskNotFound,
+)
 from ...models import LocalQueue, LocalTask
 from ...queues import QueueConfig
 from ..management import (
@@ -27,6 +35,7 @@ from ..management import (
     QueueManager,
     QueueStats,
     TaskInfo,
+    TaskPage,
     TaskState,
     View,
     redact,
@@ -174,6 +183,26 @@ def _tasks(queue: str, view: View) -> QuerySet[LocalTask]:
     return tasks if view == "full" else tasks.defer("headers", "body")
 
 
+def _page_token(last: LocalTask) -> str:
+    """Return the opaque token of the page after ``last``: its schedule time and name."""
+    key = json.dumps([last.schedule_time.isoformat(), last.name]).encode()
+    return base64.urlsafe_b64encode(key).decode()
+
+
+def _after(page_token: str) -> Q:
+    """Return the filter of the tasks after ``page_token`` (all of them for "")."""
+    if not page_token:
+        return Q()
+    try:
+        when, name = json.loads(base64.urlsafe_b64decode(page_token.encode()))
+        schedule_time = datetime.fromisoformat(when)
+    except (ValueError, TypeError):
+        raise InvalidQueueConfig(
+            f"list_tasks(): page_token {page_token[:40]!r} is not a token list_tasks returned."
+        ) from None
+    return Q(schedule_time__gt=schedule_time) | Q(schedule_time=schedule_time, name__gt=name)
+
+
 class LocalManager(QueueManager):
     """Manages the local queues and their tasks in the project's database."""
 
@@ -245,23 +274,16 @@ class LocalManager(QueueManager):
     def list_queues(self) -> Iterator[QueueInfo]:
         return (_queue_info(row) for row in _queues())
 
-    def list_tasks(self, queue: str, view: View, page_size: int) -> Iterator[TaskInfo]:
-        self._row(queue)  # now, so a missing queue is reported by the call itself
-        return self._pages(queue, view, page_size)
-
-    def _pages(self, queue: str, view: View, page_size: int) -> Iterator[TaskInfo]:
-        after = Q()
-        while True:
-            # Keyset paging: each page is one query starting after the last row seen, so
-            # tasks pushed or finished meanwhile never shift a page.
-            page = list(_tasks(queue, view).filter(after)[:page_size])
-            yield from (task_info(row, view) for row in page)
-            if len(page) < page_size:
-                return
-            last = page[-1]
-            after = Q(schedule_time__gt=last.schedule_time) | Q(
-                schedule_time=last.schedule_time, name__gt=last.name
-            )
+    def task_page(self, queue: str, view: View, page_size: int, page_token: str) -> TaskPage:
+        after = _after(page_token)
+        # Keyset paging: each page is one query starting after the last row seen, so tasks
+        # pushed or finished meanwhile never shift a page. One more row tells if one follows.
+        rows = list(_tasks(queue, view).filter(after)[: page_size + 1])
+        if not rows:
+            self._row(queue)  # a missing queue is reported as such, not as an empty page
+        page = rows[:page_size]
+        token = _page_token(page[-1]) if len(rows) > page_size else ""
+        return [task_info(row, view) for row in page], token
 
     def get_task(self, queue: str, name: str, view: View) -> TaskInfo:
         return task_info(self._task(queue, name, view), view)

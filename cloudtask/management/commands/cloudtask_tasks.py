@@ -31,6 +31,12 @@ class Command(_cli.SubcommandCommand):
         listing.add_argument("--full", action="store_true", help="include headers and body")
         listing.add_argument("--page-size", type=int, default=100, help="tasks per request")
         listing.add_argument("--limit", type=int, default=None, help="stop after N tasks")
+        listing.add_argument("--page-token", default="", help="start at this page (see --one-page)")
+        listing.add_argument(
+            "--one-page",
+            action="store_true",
+            help="list one page and print the next page's token (to stderr)",
+        )
         for action, text in (
             ("show", "show one task"),
             ("delete", "delete one task"),
@@ -53,8 +59,12 @@ class Command(_cli.SubcommandCommand):
         limit = options["limit"]
         if limit is not None and limit < 0:
             raise InvalidQueueConfig(f"--limit must be 0 or more, not {limit}.")
-        found = control.list_tasks(options["queue"], view, options["page_size"])
-        infos = list(islice(found, limit))
+        found = control.list_tasks(
+            options["queue"], view, options["page_size"], page_token=options["page_token"]
+        )
+        infos = list(islice(found.next_page() if options["one_page"] else found, limit))
+        if options["one_page"]:
+            self.stderr.write(f"next page token: {found.next_page_token or '(none: last page)'}")
         rows = [
             (i.name, i.state, i.schedule_time, i.dispatch_count, i.response_count, *_tail(i))
             for i in infos

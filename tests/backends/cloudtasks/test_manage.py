@@ -356,3 +356,59 @@ def test_task_commands_on_cloud_tasks(emulator: Emulator) -> None:
     code, message = helpers.command_exit("cloudtask_tasks", "show", queue, "nope")
     assert code == 3
     assert message.startswith(f"No task 'nope' in queue '{queue}'")
+
+
+# Resuming pages, and a call's own timeout and retry ------------------------------------------
+
+
+def test_list_tasks_resumes_from_a_page_token(emulator: Emulator) -> None:
+    queue = new_queue()
+    for i in range(5):
+        tasks.add.using(queue=queue)(a=i).schedule(countdown=3600)
+    listed = cloudtask.list_tasks(queue, page_size=2)
+    first = listed.next_page()
+    token = listed.next_page_token
+    emulator.reset()
+    resumed = cloudtask.list_tasks(queue, page_size=2, page_token=token)
+    second = resumed.next_page()
+    rest = list(resumed)
+    assert [r.page_token for r in sent(emulator, "ListTasks")] == [token, "4"]
+    assert (len(first), len(second), len(rest), resumed.next_page_token) == (2, 2, 1, "")
+    names = {t.name for t in first + second + rest}
+    assert names == {t.name.rsplit("/", 1)[-1] for t in emulator.tasks(queue)}
+
+
+def test_a_call_can_forbid_retries_and_shorten_its_deadline(emulator: Emulator) -> None:
+    emulator.servicer.fail_next("GetQueue", grpc.StatusCode.UNAVAILABLE, "down")
+    with pytest.raises(CloudTasksUnavailable, match="after 1 attempt"):
+        cloudtask.get_queue("emails", retry=False)
+    # A read answered too slowly for its timeout: the client's own deadline stops it.
+    emulator.servicer.latency = 1.0
+    with pytest.raises(CloudTasksUnavailable, match="DEADLINE_EXCEEDED"):
+        cloudtask.get_queue("emails", timeout=0.3)
+    emulator.servicer.latency = 0.0
+    # A change may be retried when the caller says it is safe to repeat.
+    emulator.servicer.fail_next("PauseQueue", grpc.StatusCode.UNAVAILABLE, "down")
+    with override_backend(QuickBackend()):
+        assert cloudtask.pause_queue("emails", retry=True).state == "paused"
+    assert len(sent(emulator, "PauseQueue")) == 2
+    cloudtask.resume_queue("emails")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"timeout": 0}, "timeout must be a number of seconds above 0 and at most 600"),
+        ({"timeout": "5"}, "timeout must be a number of seconds"),
+        ({"timeout": True}, "timeout must be a number of seconds"),
+        ({"retry": "no"}, "retry must be True, False or None"),
+    ],
+)
+def test_bad_call_options_are_refused(
+    emulator: Emulator, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidQueueConfig, match=message):
+        cloudtask.get_queue("emails", **options)
+    with pytest.raises(InvalidQueueConfig, match=message):
+        cloudtask.list_tasks("emails", **options)
+    assert sent(emulator, "GetQueue") == []
