@@ -20,6 +20,7 @@ is checked like its parent.
 | cloudtask.E012 | RESULTS is not True or False |
 | cloudtask.E013 | EMULATOR_HOST is not "host:port" |
 | cloudtask.E014 | SIGNATURE_MAX_AGE is not a positive duration |
+| cloudtask.E015 | IMPERSONATE is not a service account email |
 | cloudtask.E020 | OIDC is not a dict, or has an unknown key |
 | cloudtask.E021 | OIDC AUDIENCE is not an absolute http(s) URL, or none can be derived |
 | cloudtask.E022 | OIDC required but SERVICE_ACCOUNTS (default [SAE]) empty or not strings |
@@ -55,7 +56,7 @@ from django.core.checks import CheckMessage, Error, Warning
 
 from . import conf, queues, signing
 from .backends.base import endpoint_path
-from .backends.cloudtasks.client import check_emulator_host
+from .backends.cloudtasks.client import check_emulator_host, check_service_account
 from .backends.loading import load_backend
 from .exceptions import ConfigurationError
 from .oidc import push_token, read_setting
@@ -142,13 +143,19 @@ def _check_backend() -> list[CheckMessage]:
 
 
 def _check_emulator_host() -> list[CheckMessage]:
-    host = conf.get("EMULATOR_HOST")
+    host, account = conf.get("EMULATOR_HOST"), conf.get("IMPERSONATE")
+    messages: list[CheckMessage] = []
     try:
         if host is not None:
             check_emulator_host(host)
     except ConfigurationError as exc:
-        return [Error(str(exc), id="cloudtask.E013")]
-    return []
+        messages.append(Error(str(exc), id="cloudtask.E013"))
+    try:
+        if account is not None:
+            check_service_account(account, "CLOUDTASK['IMPERSONATE']")
+    except ConfigurationError as exc:
+        messages.append(Error(str(exc), id="cloudtask.E015"))
+    return messages
 
 
 def _check_urlconf() -> list[CheckMessage]:

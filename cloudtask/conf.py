@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
     # How long a signed body stays valid after its first planned delivery; None: for ever.
     "SIGNATURE_MAX_AGE": None,
     "EMULATOR_HOST": None,
+    # Push and manage as this service account (impersonated on top of the default
+    # credentials); None: as the default credentials themselves.
+    "IMPERSONATE": None,
     "AUTO_CREATE_QUEUES": True,
     "OIDC": None,
     "QUEUES": {},

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import conf, tracing
+from .backends.cloudtasks import environment
 
 #: Python's level names as Cloud Logging's severities.
 SEVERITIES = {
@@ -91,6 +92,9 @@ class CloudLoggingFormatter(logging.Formatter):
 def _project() -> str | None:
     try:
         project = conf.get("PROJECT")
-    except Exception:  # a bad CLOUDTASK setting must not stop logging
+        if project == environment.AUTO:
+            # Read once per process, and by then usually already read by the first push.
+            project = environment.detected_project()
+    except Exception:  # a bad CLOUDTASK setting, or no project found, must not stop logging
         project = None
     return str(project) if project else os.environ.get("GOOGLE_CLOUD_PROJECT")

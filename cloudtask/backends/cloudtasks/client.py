@@ -16,6 +16,7 @@ from typing import Any
 from ... import conf
 from ...exceptions import ConfigurationError
 
+_SERVICE_ACCOUNT_RE = re.compile(r"^[^@\s]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$|^\[[0-9A-Fa-f:]+\]:[0-9]{1,5}$")
 
 
@@ -76,7 +77,10 @@ def account() -> str:
     current = _current
     if current is None or current.credentials is None:
         return "(emulator, no credentials)" if current else "(unknown)"
-    creds = current.credentials
+    return _describe(current.credentials)
+
+
+def _describe(creds: Any) -> str:
     for attribute in ("service_account_email", "signer_email", "account"):
         value = getattr(creds, attribute, None)
         if isinstance(value, str) and value and value != "default":
@@ -114,7 +118,69 @@ def _default_credentials() -> Any:
             "from the service's account; locally run `gcloud auth application-default "
             "login`, or set CLOUDTASK['EMULATOR_HOST'] to use the emulator."
         ) from exc
+    target = conf.get("IMPERSONATE")
+    if target is None:
+        return credentials
+    return impersonated(credentials, check_service_account(target, "CLOUDTASK['IMPERSONATE']"))
+
+
+#: Where impersonation asks for tokens, with ``{}`` for the service account; None: Google's
+#: IAM Credentials API (``iamcredentials.googleapis.com``).
+IAM_ENDPOINT: str | None = None
+#: The permission impersonation needs (``roles/iam.serviceAccountTokenCreator`` has it).
+IMPERSONATE_PERMISSION = "iam.serviceAccounts.getAccessToken"
+
+
+def impersonated(source: Any, target: str) -> Any:
+    """Return credentials acting as ``target`` on top of ``source``, refreshed once now.
+
+    google-auth refreshes them before they expire. The first token is asked for here, so a
+    refused impersonation is one clear error at the first push, not a retried RPC failure.
+    """
+    from google.auth import impersonated_credentials
+    from google.auth.exceptions import GoogleAuthError
+    from google.auth.transport.requests import Request
+
+    credentials = impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
+        source_credentials=source,
+        target_principal=target,
+        target_scopes=[conf.CLOUD_PLATFORM_SCOPE],
+        iam_endpoint_override=IAM_ENDPOINT.format(target) if IAM_ENDPOINT else None,
+    )
+    try:
+        credentials.refresh(Request())  # type: ignore[no-untyped-call]
+    except GoogleAuthError as exc:
+        raise ConfigurationError(
+            f"Cannot act as {target} (CLOUDTASK['IMPERSONATE']): {_reason(exc)}. The account "
+            f"this process runs as ({_describe(source)}) needs the permission "
+            f"{IMPERSONATE_PERMISSION} on {target}: grant it "
+            "roles/iam.serviceAccountTokenCreator on that service account, and enable the "
+            "IAM Service Account Credentials API (iamcredentials.googleapis.com)."
+        ) from exc
     return credentials
+
+
+def _reason(exc: Exception) -> str:
+    import json
+
+    # google-auth passes the API's JSON answer along; its message says what was refused.
+    for arg in exc.args[1:]:
+        try:
+            message = json.loads(arg)["error"]["message"]
+        except (TypeError, ValueError, KeyError):
+            continue
+        return f"{exc.args[0]}: {message}"
+    return str(exc.args[0]) if exc.args else type(exc).__name__
+
+
+def check_service_account(value: Any, what: str) -> str:
+    """Validate a service account email (``name@project.iam.gserviceaccount.com``)."""
+    if not isinstance(value, str) or not _SERVICE_ACCOUNT_RE.match(value):
+        raise ConfigurationError(
+            f"{what} must be a service account email such as "
+            f"'pusher@my-project.iam.gserviceaccount.com', not {value!r}."
+        )
+    return value
 
 
 def check_emulator_host(value: Any) -> str:

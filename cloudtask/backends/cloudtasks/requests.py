@@ -6,9 +6,10 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ... import conf, queues
+from ... import queues
 from ...exceptions import ConfigurationError, PayloadTooLarge
 from ...queues import QueueConfig
+from . import environment
 
 if TYPE_CHECKING:
     from ..base import TaskMessage
@@ -22,13 +23,16 @@ HTTP_METHODS = {"POST": 1, "GET": 2, "HEAD": 3, "PUT": 4, "DELETE": 5, "PATCH": 
 
 
 def location_path() -> str:
-    """Return ``projects/<PROJECT>/locations/<LOCATION>``, refusing missing settings."""
-    project, location = conf.get("PROJECT"), conf.get("LOCATION")
+    """Return ``projects/<PROJECT>/locations/<LOCATION>``, refusing missing settings.
+
+    ``"auto"`` values are read from the environment on Google Cloud (:mod:`.environment`).
+    """
+    project, location = environment.project(), environment.location()
     for key, value in (("PROJECT", project), ("LOCATION", location)):
         if not isinstance(value, str) or not value:
             raise ConfigurationError(
                 f"CLOUDTASK['{key}'] is required by the Cloud Tasks backend "
-                "(e.g. 'my-project' and 'europe-west6')."
+                "(e.g. 'my-project' and 'europe-west6', or 'auto' on Google Cloud)."
             )
     return f"projects/{project}/locations/{location}"
 
