@@ -11,7 +11,15 @@ import pytest
 from django.test import override_settings
 
 import cloudtask
-from cloudtask import HttpCall, PushManyError, TaskAlreadyExists, conf, push_http, push_many
+from cloudtask import (
+    HttpCall,
+    PushError,
+    PushManyError,
+    TaskAlreadyExists,
+    conf,
+    push_http,
+    push_many,
+)
 from cloudtask.backends.local.worker import Worker
 from cloudtask.models import LocalTask
 from cloudtask.testing import capture_tasks
@@ -233,3 +241,21 @@ def test_the_created_cloud_task_is_the_raw_http_request(emulator: Emulator) -> N
     assert created.task.dispatch_deadline.total_seconds() == 60
     assert oauth.task.http_request.http_method.name == "GET"
     assert oauth.task.http_request.oauth_token.scope == conf.CLOUD_PLATFORM_SCOPE
+
+
+# ImmediateBackend: sent at once, once.
+
+
+def test_the_immediate_backend_sends_an_http_task_at_once(scripted: ScriptedServer) -> None:
+    scripted.answers = [(200, {}), (500, {}, b"upstream broke")]
+    with override_settings(CLOUDTASK={"BACKEND": conf.IMMEDIATE_BACKEND, "SAE": SAE}):
+        handle = push_http(scripted.url, body=b"hello", content_type="text/plain", name="n-1")
+        with pytest.raises(PushError, match=r"answered 500: upstream broke"):
+            push_http(scripted.url, method="DELETE")
+        with pytest.raises(PushError, match=r"could not be sent: ConnectionRefusedError"):
+            push_http("http://127.0.0.1:9/hook")
+    first, second = scripted.requests
+    assert (first["method"], first["body"], handle.name) == ("POST", b"hello", "n-1")
+    assert first["headers"]["X-CloudTasks-TaskName"] == "n-1"
+    assert "Authorization" not in first["headers"]  # nothing in-process mints tokens
+    assert second["method"] == "DELETE"
