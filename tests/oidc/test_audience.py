@@ -5,19 +5,13 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from cloudtask import conf
 from cloudtask.testing import capture_tasks
 from tests import tasks
-from tests.support.oidc import SERVICE_ACCOUNT
+from tests.support.oidc import OIDC_ON, SERVICE_ACCOUNT
 
 pytestmark = pytest.mark.usefixtures("development_key_dir")
 
 AUDIENCE = "https://audience.example.com/tasks"
-OIDC_ON = {
-    "BACKEND": conf.IMMEDIATE_BACKEND,
-    "SAE": SERVICE_ACCOUNT,
-    "URL": "http://testserver/_tasks/",
-}
 
 
 @override_settings(CLOUDTASK=OIDC_ON)

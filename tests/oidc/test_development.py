@@ -15,18 +15,12 @@ from cloudtask.backends.local.worker import Worker
 from cloudtask.models import LocalTask
 from cloudtask.testing import capture_tasks
 from tests import tasks
-from tests.support.oidc import SERVICE_ACCOUNT, CertsServer, oidc_settings
+from tests.support.oidc import OIDC_ON, SERVICE_ACCOUNT, CertsServer, oidc_settings
 from tests.support.worker import T0, FakeClock, drain
 
 pytestmark = pytest.mark.usefixtures("development_key_dir")
 
 OTHER = "other@my-project.iam.gserviceaccount.com"
-#: The capture_tasks() tests' settings: OIDC required, the endpoint on the test client's host.
-OIDC_ON = {
-    "BACKEND": conf.IMMEDIATE_BACKEND,
-    "SAE": SERVICE_ACCOUNT,
-    "URL": "http://testserver/_tasks/",
-}
 
 
 def claims(token: str) -> dict[str, Any]:

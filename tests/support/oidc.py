@@ -34,6 +34,12 @@ from cloudtask.testing import capture_tasks
 from tests import tasks
 
 SERVICE_ACCOUNT = "invoker@my-project.iam.gserviceaccount.com"
+#: Settings for capture_tasks() tests with OIDC required, the endpoint on the test client's host.
+OIDC_ON = {
+    "BACKEND": "cloudtask.backends.immediate.ImmediateBackend",
+    "SAE": SERVICE_ACCOUNT,
+    "URL": "http://testserver/_tasks/",
+}
 AUDIENCE = "https://app.example.com/_tasks/"
 ISSUER = "https://accounts.google.com"
 
