@@ -9,6 +9,8 @@ Run: .venv/bin/python benchmarks/push.py [--pushes N] [--batch N] [--latency-ms 
     trip of --latency-ms (the in-process emulator answers in about a millisecond; Cloud Tasks
     across a network does not), and again with no added latency.
 (c) The peers' "new client per push" vs our shared client, on the same emulator.
+(d) N ``push_http`` of a JSON payload vs N raw ``client.create_task`` calls of the same HTTP
+    request over one shared client: what the argument checks and the push path add.
 
 Client and emulator share this process (and its GIL), which makes every ratio conservative.
 Rounds alternate between the two sides of each comparison; medians are reported. Needs
@@ -52,7 +54,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import (  # noqa: E40
     CloudTasksGrpcTransport,
 )
 
-from cloudtask import CloudTaskRequest, push_many, task  # noqa: E402
+from cloudtask import CloudTaskRequest, push_http, push_many, task  # noqa: E402
 
 ARGS = {"a": 1, "b": 2, "text": "hello world " * 20}
 PARENT = queue_path("default")
@@ -166,6 +168,36 @@ def client_reuse(pushes: int, rounds: int) -> None:
     )
 
 
+HOOK = "https://hooks.example.com/order"
+PAYLOAD = {"id": 7, "items": ["a", "b"], "note": "hello world " * 20}
+
+
+def http_tasks(pushes: int, rounds: int) -> None:
+    client = new_client()
+
+    def ours() -> None:
+        for _ in range(pushes):
+            push_http(HOOK, json=PAYLOAD, auth=None)
+
+    def raw() -> None:
+        for _ in range(pushes):
+            body = json.dumps(PAYLOAD, separators=(",", ":")).encode()
+            http_request = tasks_v2.HttpRequest(
+                url=HOOK,
+                http_method=tasks_v2.HttpMethod.POST,
+                headers={"Content-Type": "application/json"},
+                body=body,
+            )
+            client.create_task(parent=PARENT, task=tasks_v2.Task(http_request=http_request))
+
+    mine, theirs, ratio = compare("http", ours, raw, rounds)
+    print(
+        f"(d) {rounds} rounds of {pushes} HTTP tasks: push_http {mine / pushes * 1e6:.0f} us, "
+        f"raw create_task {theirs / pushes * 1e6:.0f} us per push -> push_http/raw = "
+        f"{ratio:.3f} (target <= 1.05)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pushes", type=int, default=1000, help="pushes per round in (a)")
@@ -181,6 +213,7 @@ def main() -> None:
         batch(args.batch, args.latency_ms / 1000, max(1, args.rounds // 2))
         batch(args.batch, 0.0, args.rounds)
         client_reuse(max(1, args.pushes // 5), args.rounds)
+        http_tasks(max(1, args.pushes // 5), args.rounds * 3)
     finally:
         EMULATOR.stop()
 

@@ -1,12 +1,15 @@
 """Stored results: one TaskResult row per call, when ``CLOUDTASK["RESULTS"]`` is True.
 
 The recorder listens to :mod:`cloudtask.signals`. Its receivers are connected only while the
-setting is on, so deliveries pay nothing for results they do not keep.
+setting is on, so deliveries pay nothing for results they do not keep. A push writes the row
+(one INSERT); a delivery writes it once, when the attempt ends (one UPDATE: its status,
+outcome, start and end times, and one more attempt), so nothing is written while it runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import F
@@ -41,6 +44,7 @@ def get_result(call_id: str) -> TaskResult:
 
 
 def _save(call_id: str, task: Any, **fields: Any) -> None:
+    """Write ``fields`` to the call's row: one UPDATE, or an INSERT when it has none yet."""
     from .models import TaskResult
 
     attempts = fields.pop("add_attempt", False)
@@ -62,18 +66,19 @@ def on_pushed(sender: Any, task: Any, call_id: str, handle: Any, call: Any, **kw
     _save(call_id, task, args=args, kwargs=call_kwargs, **fields)
 
 
-def on_started(sender: Any, task: Any, call_id: str, request: Any, **kwargs: Any) -> None:
-    """Count the attempt."""
-    if task.stores_own_results:
-        return
-    fields = {"status": "started", "started_at": timezone.now(), "add_attempt": True}
-    _save(call_id, task, queue=request.queue_name.rsplit("/", 1)[-1], **fields)
-
-
-def on_succeeded(sender: Any, task: Any, call_id: str, result: Any, **kwargs: Any) -> None:
+def on_succeeded(
+    sender: Any,
+    task: Any,
+    call_id: str,
+    result: Any,
+    request: Any,
+    duration_ms: float,
+    **kwargs: Any,
+) -> None:
     """Store the return value; one that is not JSON is recorded as a failure."""
     if task.stores_own_results:
         return
+    attempt = _attempt(request, duration_ms)
     try:
         envelope.dumps(result)
     except (TypeError, ValueError) as exc:
@@ -81,39 +86,74 @@ def on_succeeded(sender: Any, task: Any, call_id: str, result: Any, **kwargs: An
             f"{task.name} returned {type(result).__name__}, which is not JSON-serialisable "
             f"({exc}); return JSON values when results are stored."
         )
-        _finish(call_id, task, "failed", error=error, reason="result-not-json")
+        _finish(call_id, task, "failed", error=error, reason="result-not-json", **attempt)
         return
-    _finish(call_id, task, "succeeded", result=result)
+    _finish(call_id, task, "succeeded", result=result, **attempt)
 
 
-def on_retrying(sender: Any, task: Any, call_id: str, error: Any, **kwargs: Any) -> None:
+def on_retrying(
+    sender: Any,
+    task: Any,
+    call_id: str,
+    error: Any,
+    request: Any,
+    duration_ms: float,
+    **kwargs: Any,
+) -> None:
     """Record the failed attempt; the call will run again."""
     if task.stores_own_results:
         return
-    _save(call_id, task, status="retrying", **_error_fields(error))
+    attempt = _attempt(request, duration_ms)
+    _save(call_id, task, status="retrying", **attempt, **_error_fields(error))
 
 
-def on_failed(sender: Any, task: Any, call_id: str, error: Any, reason: str, **kwargs: Any) -> None:
+def on_failed(
+    sender: Any,
+    task: Any,
+    call_id: str,
+    error: Any,
+    reason: str,
+    request: Any,
+    duration_ms: float,
+    **kwargs: Any,
+) -> None:
     """Record the final failure."""
     if task.stores_own_results:
         return
-    _finish(call_id, task, "failed", error=error, reason=reason)
+    _finish(call_id, task, "failed", error=error, reason=reason, **_attempt(request, duration_ms))
 
 
 def on_expired(sender: Any, task: Any, call_id: str, **kwargs: Any) -> None:
-    """Record that the call expired before it ran."""
+    """Record that the call expired before it ran (no attempt: the function did not run)."""
     if task.stores_own_results:
         return
     _finish(call_id, task, "expired", reason="expired")
 
 
+def _attempt(request: Any, duration_ms: float) -> dict[str, Any]:
+    """Return the fields one finished attempt sets: its queue, its start, one more attempt."""
+    return {
+        "queue": request.queue_name.rsplit("/", 1)[-1],
+        # The attempt started when its request arrived: duration_ms counts from then.
+        "started_at": timezone.now() - timedelta(milliseconds=duration_ms),
+        "add_attempt": True,
+    }
+
+
 def _finish(
-    call_id: str, task: Any, status: str, *, result: Any = None, error: Any = None, reason: str = ""
+    call_id: str,
+    task: Any,
+    status: str,
+    *,
+    result: Any = None,
+    error: Any = None,
+    reason: str = "",
+    **attempt: Any,
 ) -> None:
     fields = {"status": status, "result": result, "finished_at": timezone.now()}
     # A success after failed attempts must not keep the error of an earlier attempt.
     errors = _error_fields(error) or {"error_type": "", "error_message": "", "traceback": ""}
-    _save(call_id, task, failure_reason=reason, **fields, **errors)
+    _save(call_id, task, failure_reason=reason, **fields, **errors, **attempt)
 
 
 def _error_fields(error: BaseException | None) -> dict[str, str]:
@@ -129,7 +169,6 @@ def _error_fields(error: BaseException | None) -> dict[str, str]:
 
 _RECEIVERS: list[tuple[Any, Callable[..., None]]] = [
     (signals.task_pushed, on_pushed),
-    (signals.task_started, on_started),
     (signals.task_succeeded, on_succeeded),
     (signals.task_retrying, on_retrying),
     (signals.task_failed, on_failed),

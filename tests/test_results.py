@@ -53,6 +53,20 @@ def test_success_row_with_arguments_result_and_times() -> None:
     assert row.done
 
 
+def test_a_delivery_writes_its_row_once() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with capture_tasks() as captured:
+        handle = tasks.add(a=2, b=5).delay()
+        failing = tasks.fails_with_value_error().delay()
+        with CaptureQueriesContext(connection) as queries:
+            captured.run_all()
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["UPDATE", "UPDATE"]
+    assert get_result(handle.call_id).status == "succeeded"
+    assert get_result(failing.call_id).status == "retrying"
+
+
 def test_retrying_then_failed_for_good() -> None:
     with capture_tasks():
         deliver("tests.tasks.fails_twice_allowed", {"n": 1}, "call-r", retry_count=0)

@@ -16,14 +16,16 @@ local worker can authenticate the way Cloud Tasks does.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import json
 import math
 import re
 import time
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, NoReturn, TypeGuard
+from typing import Any, NamedTuple, NoReturn, TypeGuard
 
+from .. import conf
 from ..backends import loading
 from ..exceptions import InvalidToken
 from ..registry import registry
@@ -40,21 +42,57 @@ _BEARER_RE = re.compile(
 )
 
 
+#: How many tokens whose signature verified are kept (Cloud Tasks reuses a token while it lasts).
+MAX_VERIFIED = 1024
+
+
+class _Verified(NamedTuple):
+    """A token whose signature verified: the key that verified it, and its decoded claims."""
+
+    kid: str
+    verifier: certs.Verifier
+    payload: dict[str, Any]
+
+
+#: Exact Authorization header -> its verified signature. Only a signature that verified is
+#: kept, never a failure; the claims (expiry, audience, account) are checked on every request.
+_verified: dict[str, _Verified] = {}
+
+
 def verify_request(meta: Mapping[str, str]) -> str:
-    """Verify the request's bearer token and return the service account it was minted for."""
+    """Verify the request's bearer token and return the service account it was minted for.
+
+    A token seen before skips the signature check, as long as the key that verified it is
+    still the current one for its ``kid`` (a new certificate set makes new verifiers, so key
+    rotation and a lost development-key trust take effect at once). Its claims are checked
+    again every time, against the settings of now.
+    """
     header = meta.get(AUTHORIZATION_META_KEY)
     if not header:
         raise InvalidToken("no Authorization header")
+    options = settings()
+    known = _verified.get(header)
+    if known is not None and _verifier(known.kid, options) is known.verifier:
+        return check_claims(known.payload, options)
     match = _BEARER_RE.fullmatch(header)
     if match is None:
         raise InvalidToken("Authorization is not one 'Bearer <JWT>'")
-    return verify_token(*match.groups(), options=settings())
+    return verify_token(*match.groups(), options=options, remember_as=header)
 
 
 def verify_token(
-    encoded_header: str, encoded_payload: str, encoded_signature: str, *, options: OidcSettings
+    encoded_header: str,
+    encoded_payload: str,
+    encoded_signature: str,
+    *,
+    options: OidcSettings,
+    remember_as: str | None = None,
 ) -> str:
-    """Check the signature, then the claims, of one token given as its three segments."""
+    """Check the signature, then the claims, of one token given as its three segments.
+
+    With ``remember_as``, a signature that verifies is kept under that key for
+    :func:`verify_request`.
+    """
     kid = _key_id(encoded_header)
     verifier = _verifier(kid, options)
     if verifier is None:
@@ -62,7 +100,25 @@ def verify_token(
     signed = f"{encoded_header}.{encoded_payload}".encode("ascii")
     if not _signature_valid(verifier, signed, _b64(encoded_signature, "signature")):
         raise InvalidToken(f"signature does not verify (kid {_shown(kid)})")
-    return check_claims(_json_segment(encoded_payload, "payload"), options)
+    payload = _json_segment(encoded_payload, "payload")
+    if remember_as is not None:
+        _remember(remember_as, _Verified(kid, verifier, payload))
+    return check_claims(payload, options)
+
+
+def _remember(key: str, verified: _Verified) -> None:
+    if len(_verified) >= MAX_VERIFIED:
+        # Drop the oldest first; a token still in use is verified again on its next request.
+        # Another thread may change the dict meanwhile: nothing is lost but a cache entry.
+        with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+            del _verified[next(iter(_verified))]
+    _verified[key] = verified
+
+
+@conf.on_change
+def forget_verified() -> None:
+    """Forget every verified token (the settings changed)."""
+    _verified.clear()
 
 
 def check_claims(payload: Mapping[str, Any], options: OidcSettings) -> str:
