@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,15 +26,7 @@ from tests.support.oidc import (
 NOW = "2026-01-01 12:00:00"
 
 
-@pytest.fixture
-def key() -> Key:
-    return make_key("k1")
-
-
-@pytest.fixture(autouse=True)
-def _oidc_settings(certs_server: CertsServer) -> Iterator[None]:
-    with override_settings(CLOUDTASK=oidc_settings(conf.IMMEDIATE_BACKEND, certs_server)):
-        yield
+pytestmark = pytest.mark.usefixtures("tokens_required")
 
 
 @pytest.fixture

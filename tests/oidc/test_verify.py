@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -27,7 +26,6 @@ from tests.support.oidc import (
     flip_signature_bit,
     hs256_with_public_key,
     make_key,
-    oidc_settings,
     post,
     request_arguments,
     sign,
@@ -41,16 +39,7 @@ GENERIC_403 = {
 }
 
 
-@pytest.fixture
-def key() -> Key:
-    """The key whose certificate the certs_server fixture publishes."""
-    return make_key("k1")
-
-
-@pytest.fixture(autouse=True)
-def _oidc_settings(certs_server: CertsServer) -> Iterator[None]:
-    with override_settings(CLOUDTASK=oidc_settings(conf.IMMEDIATE_BACKEND, certs_server)):
-        yield
+pytestmark = pytest.mark.usefixtures("tokens_required")
 
 
 def assert_refused(response: Any, caplog: pytest.LogCaptureFixture, reason: str) -> None:

@@ -9,12 +9,12 @@ retries and limits, so development runs the production code path. Without
 
 from __future__ import annotations
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 
 from ...models import LocalQueue
 from ...queues import QueueConfig
 from ..base import BaseBackend, TaskMessage, endpoint_path, generated_task_id
-from . import store
+from . import claims, store
 from .manager import LocalManager, load_config
 
 #: Where ``runserver`` listens unless told otherwise.
@@ -39,11 +39,18 @@ class LocalBackend(BaseBackend):
         return LocalManager()
 
     def push(self, message: TaskMessage) -> str:
-        try:
-            return store.add(message, message.task_id or generated_task_id())
-        except DatabaseError:
-            store.require_tables()  # before migrate: say so, not "no such table"
-            raise
+        task_id = message.task_id or generated_task_id()
+        for tries in range(1, claims.CLAIM_TRIES + 1):
+            try:
+                return store.add(message, task_id)
+            except DatabaseError as exc:
+                # Under REPEATABLE READ or SERIALIZABLE a push can lose to a worker's claim;
+                # outside a transaction of the caller's, it can simply be made again.
+                retry = claims.is_conflict(exc) and not connection.in_atomic_block
+                if not retry or tries == claims.CLAIM_TRIES:
+                    store.require_tables()  # before migrate: say so, not "no such table"
+                    raise
+        raise AssertionError("unreachable")
 
     def read_queue_config(self, name: str) -> QueueConfig | None:
         """Read the queue's stored retry policy (None for a queue not in the database)."""

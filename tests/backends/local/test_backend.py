@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.test import override_settings
 from freezegun import freeze_time
@@ -197,3 +197,38 @@ def test_the_endpoint_knows_the_last_attempt_of_a_local_queue_not_declared() -> 
     assert response.json()["reason"] == "max-attempts"
     assert [name for name, _ in tasks.calls] == ["fails_on_queue"]
     assert LocalTask.objects.get().task == "tests.tasks.record_failure"
+
+
+class _SerializationFailure(Exception):
+    """What psycopg raises when PostgreSQL cancels a transaction for a conflict."""
+
+    sqlstate = "40001"
+
+
+def _conflict() -> DatabaseError:
+    error = DatabaseError("could not serialize access due to read/write dependencies")
+    error.__cause__ = _SerializationFailure()
+    return error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_push_that_loses_to_a_worker_is_made_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PostgreSQL under SERIALIZABLE cancels one of two conflicting transactions at COMMIT
+    # (SQLSTATE 40001); the first add() stands for that one, the second is the real one.
+    real, calls = store.add, []
+
+    def loses_once(*args: object) -> str:
+        calls.append(args)
+        if len(calls) == 1:
+            raise _conflict()
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "add", loses_once)
+    handle = tasks.noop().delay()
+    assert len(calls) == 2
+    assert LocalTask.objects.get().name == handle.name
+    # Inside a transaction of the caller's, that transaction is lost: the error is raised.
+    calls.clear()
+    with pytest.raises(DatabaseError), transaction.atomic():
+        tasks.noop().delay()
+    assert len(calls) == 1
