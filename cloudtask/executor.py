@@ -117,14 +117,9 @@ def deliver(
         oidc_email=oidc_email,
     )
     execution = Execution(task, data, request, started, meta)
-    if EXPIRES_FIELD in data.extra and _expired(data.extra[EXPIRES_FIELD]):
+    if EXPIRES_FIELD in data.extra and execution.is_expired():
         return execution.expired()
     return execution.run(raise_exceptions)
-
-
-def _expired(expires: Any) -> bool:
-    # A body without a usable time runs: the field is signed, so only cloudtask wrote it.
-    return type(expires) in (int, float) and time.time() > expires
 
 
 def _verify_oidc(meta: Mapping[str, str]) -> str | None:
@@ -251,6 +246,14 @@ class Execution:
             return None
         return datetime.fromtimestamp(expires, timezone.utc)
 
+    def is_expired(self, after: timedelta = timedelta(0)) -> bool:
+        """Return whether the call has expired by now (plus ``after``).
+
+        A body without a usable time runs: the field is signed, so only cloudtask wrote it.
+        """
+        expires = self.expires_at()
+        return expires is not None and datetime.now(timezone.utc) + after > expires
+
     def expired(self) -> Outcome:
         """Acknowledge a delivery after the call's expiry with 200, without running it."""
         expires = self.expires_at()
@@ -318,8 +321,7 @@ class Execution:
         """Push a copy of the call for later and answer 200, unless max_retries is reached."""
         if failures.judge_retry(self.task, self.request).action == "failed":
             return self.give_up(retry.exc or retry, "max-retries")
-        expires = self.expires_at()
-        if expires is not None and datetime.now(timezone.utc) + retry.countdown > expires:
+        if self.is_expired(after=retry.countdown):
             return self.expired()  # the copy would be due after the call expires
         try:
             self.push_copy(retry.countdown)

@@ -13,7 +13,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.models import Field
 from django.utils import timezone
 
@@ -68,7 +68,8 @@ def _update(call_id: str, fields: dict[str, Any], add_attempt: bool) -> int:
     connection = connections[alias]
     sql = _update_sql(alias, tuple(fields), add_attempt)
     params = [_field(name).get_db_prep_save(value, connection) for name, value in fields.items()]
-    with connection.cursor() as cursor:
+    # As QuerySet.update does: an error inside a transaction marks it for rollback.
+    with transaction.mark_for_rollback_on_error(using=alias), connection.cursor() as cursor:
         cursor.execute(sql, [*params, call_id])
         return int(cursor.rowcount)
 
@@ -85,9 +86,6 @@ def _update_sql(alias: str, names: tuple[str, ...], add_attempt: bool) -> str:
     column = quote(_column("call_id"))
     # Only the model's own quoted identifiers are in the text; every value is a parameter.
     return f"UPDATE {quote(TaskResult._meta.db_table)} SET {', '.join(assignments)} WHERE {column} = %s"  # noqa: S608
-
-
-conf.on_change(_update_sql.cache_clear)
 
 
 def _column(name: str) -> str:
