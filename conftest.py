@@ -24,7 +24,12 @@ from sybil.parsers.myst import SkipParser as MystSkip
 
 # Shared fixtures: the Cloud Tasks emulator's (emulator, quiet_emulator, task_endpoint, ...)
 # and OIDC's (certs_server, development_key_dir).
-pytest_plugins = ["tests.support.emulator", "tests.support.oidc", "tests.support.worker"]
+pytest_plugins = [
+    "tests.support.emulator",
+    "tests.support.oidc",
+    "tests.support.scheduler",
+    "tests.support.worker",
+]
 
 #: The module the documentation's examples play: "# shop/tasks.py" in the text.
 EXAMPLE_MODULE = "shop.tasks"

@@ -44,6 +44,7 @@ from .exceptions import (
     Reject,
     ResultNotFound,
     Retry,
+    ScheduleNotFound,
     TaskAlreadyExists,
     TaskDefinitionError,
     TaskNotFound,
@@ -54,6 +55,7 @@ from .push import TaskHandle, push_many
 from .registry import Registry, registry
 from .request import CloudTaskRequest
 from .results import get_result
+from .schedules import periodic
 from .task import Task, TaskCall, task
 
 __all__ = [
@@ -67,6 +69,8 @@ __all__ = [
     # Calling other services
     "HttpCall",
     "push_http",
+    # periodic tasks (cloudtask.schedules has the management functions)
+    "periodic",
     # Signals and results
     "signals",
     "get_result",
@@ -115,6 +119,7 @@ __all__ = [
     "QueueNotFound",
     "Reject",
     "Retry",
+    "ScheduleNotFound",
     "TaskAlreadyExists",
     "TaskDefinitionError",
     "TaskNotFound",

@@ -1,4 +1,5 @@
-"""Admin for the local queue (run, retry, delete tasks; pause and purge queues) and results.
+"""Admin for the local queue (run, retry, delete tasks; pause and purge queues), results and
+periodic tasks (pause, resume, run now).
 
 Every page lists newest first; detail pages are read-only (tasks and results are written by
 code, never typed in). A call shows as the call it is, ``add(a=2, b=3)``, with its raw JSON
@@ -8,14 +9,19 @@ Actions that change something need the model's change permission.
 
 from __future__ import annotations
 
+import contextvars
 import json
+from collections.abc import Mapping
 from contextlib import suppress
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -23,8 +29,12 @@ from . import conf, envelope
 from .backends.local import store
 from .backends.management import redact
 from .exceptions import CloudTaskError, MalformedEnvelope
-from .models import LocalQueue, LocalTask, LocalWorker, TaskResult
+from .models import LocalQueue, LocalTask, LocalWorker, Schedule, TaskResult
 from .registry import registry
+from .schedules import local as local_schedules
+from .schedules import manage as schedule_manager
+from .schedules.declare import history_prefix
+from .schedules.records import ScheduleInfo
 
 if TYPE_CHECKING:
     TaskAdminBase = admin.ModelAdmin[LocalTask]
@@ -269,3 +279,106 @@ class TaskResultAdmin(ReadOnlyAdmin):
         self.message_user(request, f"{pushed} call(s) pushed again.", fail_silently=True)
         for reason in refused:
             self.message_user(request, f"Not pushed: {reason}", messages.ERROR, fail_silently=True)
+
+
+#: What list_schedules said during the changelist request being rendered, by name.
+_schedule_infos: contextvars.ContextVar[Mapping[str, ScheduleInfo]] = contextvars.ContextVar(
+    "cloudtask_schedule_infos", default=MappingProxyType({})
+)
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(ReadOnlyAdmin):
+    """Periodic tasks as declared in code, with where each stands where it runs.
+
+    The rows mirror the declarations (refreshed on each visit of the list); state, next and
+    last run come from Cloud Scheduler with the Cloud Tasks backend, else from the local
+    worker's rows. A run's history is the stored results of its calls (``RESULTS`` on).
+    """
+
+    list_display = (
+        "name",
+        "task",
+        "cron",
+        "time_zone",
+        "state",
+        "next",
+        "last",
+        "outcome",
+        "history",
+    )
+    list_filter = ("paused", "task")
+    search_fields = ("name", "task")
+    ordering = ("name",)
+    actions = ("pause", "resume", "run_now")
+    fields = (("name", "task"), ("cron", "time_zone"), "kwargs", "paused", "history")
+    readonly_fields = _flat(fields)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # declared in code: remove the declaration, and the row goes
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        found: dict[str, ScheduleInfo] = {}
+        try:
+            local_schedules.sync()
+            found = {info.name: info for info in schedule_manager.list_schedules()}
+        except CloudTaskError as exc:
+            self.message_user(request, f"Schedules not read: {exc}", messages.ERROR)
+        token = _schedule_infos.set(found)  # this request's, for the columns below
+        try:
+            response = super().changelist_view(request, extra_context)
+            # Rendered here, while the columns can read what was found for this request.
+            return response.render() if isinstance(response, TemplateResponse) else response
+        finally:
+            _schedule_infos.reset(token)
+
+    def _info(self, row: Schedule) -> ScheduleInfo | None:
+        return _schedule_infos.get().get(row.name)
+
+    @admin.display(description="state")
+    def state(self, row: Schedule) -> str:
+        info = self._info(row)
+        return info.state if info else ("paused" if row.paused else "-")
+
+    @admin.display(description="next run")
+    def next(self, row: Schedule) -> Any:
+        info = self._info(row)
+        return info.next_run if info else None
+
+    @admin.display(description="last run")
+    def last(self, row: Schedule) -> Any:
+        info = self._info(row)
+        return info.last_run if info else row.last_run
+
+    @admin.display(description="last outcome")
+    def outcome(self, row: Schedule) -> str:
+        info = self._info(row)
+        return (info.last_status if info else "") or "-"
+
+    @admin.display(description="history")
+    def history(self, row: Schedule) -> SafeString:
+        url = reverse("admin:cloudtask_taskresult_changelist")
+        return format_html('<a href="{}?q={}">stored results</a>', url, history_prefix(row.name))
+
+    def _each(
+        self, request: HttpRequest, queryset: QuerySet[Schedule], act: Any, done: str
+    ) -> None:
+        for name in queryset.values_list("name", flat=True):
+            try:
+                act(name)
+            except CloudTaskError as exc:
+                self.message_user(request, f"{name}: {exc}", messages.ERROR, fail_silently=True)
+            else:
+                self.message_user(request, f"{name}: {done}.", fail_silently=True)
+
+    @admin.action(description="Pause selected schedules", permissions=["manage"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        self._each(request, queryset, schedule_manager.pause_schedule, "paused")
+
+    @admin.action(description="Resume selected schedules", permissions=["manage"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        self._each(request, queryset, schedule_manager.resume_schedule, "resumed")
+
+    @admin.action(description="Run selected schedules now", permissions=["manage"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        self._each(request, queryset, schedule_manager.run_schedule, "started")

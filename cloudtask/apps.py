@@ -20,6 +20,7 @@ class CloudTaskConfig(AppConfig):
         checks.register(cloudtask_checks.check_oidc, "cloudtask")
         checks.register(cloudtask_checks.check_oidc_deploy, "cloudtask", deploy=True)
         checks.register(cloudtask_checks.check_task_tokens, "cloudtask")
+        checks.register(cloudtask_checks.check_periodic_tasks, "cloudtask")
         from . import results
 
         results.sync_receivers()

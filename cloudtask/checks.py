@@ -34,6 +34,16 @@ is checked like its parent.
 | cloudtask.E033 | a queue option has a wrong type or is outside Cloud Tasks' range |
 | cloudtask.E034 | LOCAL_DEDUP_WINDOW is not a duration of zero or more |
 | cloudtask.E035 | LOCAL_QUEUE_REUSE_WINDOW is not a duration of zero or more |
+| cloudtask.E050 | SCHEDULES is not a dict, or an entry is not a dict of known keys with task and cron |
+| cloudtask.E051 | a schedule name is not 1-40 letters, digits, '-' or '_' |
+| cloudtask.E052 | a schedule's cron expression is not valid unix-cron (five fields) |
+| cloudtask.E053 | a schedule's time zone is not a tz database name |
+| cloudtask.E054 | a schedule names an unknown task, or @periodic is below @task |
+| cloudtask.E055 | a schedule's kwargs do not bind to its task or are not JSON |
+| cloudtask.E056 | two schedules share a name |
+| cloudtask.E057 | a schedule's paused, description or retry option is invalid |
+| cloudtask.E058 | SCHEDULER_LOCATION or SCHEDULER_EMULATOR_HOST is invalid |
+| cloudtask.E059 | schedules on Cloud Scheduler without URL or SAE, or of a task not sent to the endpoint by POST |
 | cloudtask.W001 | unknown key in CLOUDTASK (a typo?) |
 | cloudtask.W002 | (deploy) SECRET shorter than 32 characters |
 | cloudtask.W003 | (deploy) a development backend (``development = True``) with DEBUG = False |
@@ -61,6 +71,7 @@ from .backends.loading import load_backend
 from .exceptions import ConfigurationError
 from .oidc import push_token, read_setting
 from .registry import registry
+from .schedules import check_schedules
 
 if TYPE_CHECKING:
     from .task import Task
@@ -246,6 +257,15 @@ def _check_oidc_key(key: str, check_id: str, hint: str | None = None) -> list[Ch
     except (TypeError, ValueError, ConfigurationError) as exc:
         return [Error(str(exc), hint=hint, id=check_id)]
     return []
+
+
+def check_periodic_tasks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Report bad periodic task declarations and settings (``cloudtask.E050``-``E059``)."""
+    try:
+        cloud_scheduler = load_backend(conf.backend_path()).uses_cloud_scheduler
+    except ConfigurationError:
+        cloud_scheduler = False  # reported as cloudtask.E002
+    return check_schedules(cloud_scheduler=cloud_scheduler)
 
 
 def check_oidc_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:

@@ -57,6 +57,12 @@ DEFAULTS: dict[str, Any] = {
     # How long LocalBackend refuses the name of a deleted queue (Cloud Tasks: 7 days);
     # 0 allows re-creating it at once, handy in development.
     "LOCAL_QUEUE_REUSE_WINDOW": 7 * 24 * 3600,
+    # Periodic tasks by name (see cloudtask.schedules), besides those declared with @periodic.
+    "SCHEDULES": {},
+    # Where the Cloud Scheduler jobs of periodic tasks live; None: LOCATION.
+    "SCHEDULER_LOCATION": None,
+    # "host:port" of a Cloud Scheduler stand-in, reached over an insecure gRPC channel.
+    "SCHEDULER_EMULATOR_HOST": None,
 }
 
 #: Settings that affect cached values; a change to any of them calls the reset hooks.

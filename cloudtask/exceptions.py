@@ -221,6 +221,19 @@ class ManagementError(CloudTaskError):
     """The backend refused a management call for a reason no other error here covers."""
 
 
+class ScheduleNotFound(CloudTaskError, LookupError):
+    """No periodic task of that name is declared (or its Cloud Scheduler job is missing)."""
+
+    def __init__(self, name: str, detail: str = "") -> None:
+        super().__init__(
+            detail
+            or f"No schedule named {name!r} is declared: @periodic(..., name=...) and the keys "
+            "of CLOUDTASK['SCHEDULES'] name them (manage.py cloudtask_schedules list shows "
+            "them)."
+        )
+        self.name = name
+
+
 class ManagementNotSupported(CloudTaskError):
     """The configured backend has no queue manager (ImmediateBackend, capture_tasks, ...)."""
 

@@ -25,11 +25,12 @@ from .exceptions import (
     Retry,
     TaskAlreadyExists,
 )
-from .message import EXPIRES_FIELD
+from .message import EXPIRES_FIELD, SCHEDULE_FIELD
 from .oidc import verify_request
 from .push import push
 from .registry import registry
 from .request import CloudTaskRequest, meta_key
+from .schedules.declare import delivered_call_id
 from .task_ids import make_task_id
 
 if TYPE_CHECKING:
@@ -96,7 +97,11 @@ def deliver(
         signing.verify(path, body, meta.get(signing.SIGNATURE_META_KEY))
         oidc_email = _verify_oidc(meta) if http_request is not None else None
         data = envelope.decode(body)
-        signing.check_expiry(data.extra)
+        schedule = data.extra.get(SCHEDULE_FIELD) if data.extra else None
+        signing.check_expiry(data.extra, required=schedule is None)
+        if isinstance(schedule, str):
+            # A Cloud Scheduler job sends the same body at every run: each run is its own call.
+            data.id = delivered_call_id(schedule, meta)
         task = registry.get(data.task_name)
         try:
             task.check_received(data.args, data.kwargs)

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 #: The signed body field with the Unix time after which a delivery is acknowledged unrun.
 EXPIRES_FIELD = "expires"
+#: The signed body field naming the periodic task of a Cloud Scheduler job's body; each run
+#: gets its own call id from the scheduled time (``cloudtask.schedules``).
+SCHEDULE_FIELD = "schedule"
 
 
 def new_call_id() -> str:
@@ -39,11 +42,14 @@ def build_message(
     retries: int = 0,
     trace_headers: Mapping[str, str] | None = None,
     expires: datetime | None = None,
+    schedule: str | None = None,
 ) -> TaskMessage:
     """Encode, sign and route one call; ``call_id``/``retries`` are given for retry copies.
 
     ``trace_headers`` (``traceparent``, ``tracestate``) go with the task's own headers, which
     win over them. ``expires`` is signed into the body (see :data:`EXPIRES_FIELD`).
+    ``schedule`` makes the body of a Cloud Scheduler job (see :data:`SCHEDULE_FIELD`): sent
+    again at every run, it carries no signature expiry.
     """
     task = call.task
     url = call.url or conf.get("URL")
@@ -53,7 +59,7 @@ def build_message(
     else:
         url = url or backend.default_url()
     call_id = call_id or new_call_id()
-    body = _body(call, call_id, retries, eta, expires)
+    body = _body(call, call_id, retries, eta, expires, schedule)
     limit = conf.max_body_size()
     if len(body) > limit:
         raise PayloadTooLarge(len(body), limit)
@@ -120,12 +126,19 @@ def _oauth_token(auth: str | None, scope: str | None) -> dict[str, str] | None:
 
 
 def _body(
-    call: TaskCall[Any], call_id: str, retries: int, eta: datetime | None, expires: datetime | None
+    call: TaskCall[Any],
+    call_id: str,
+    retries: int,
+    eta: datetime | None,
+    expires: datetime | None,
+    schedule: str | None = None,
 ) -> bytes:
     extra: dict[str, Any] = {"retries": retries} if retries else {}
-    signature_expires = signing.expires(eta)
+    signature_expires = None if schedule else signing.expires(eta)
     if signature_expires is not None:
         extra[signing.EXPIRES_FIELD] = signature_expires
+    if schedule:
+        extra[SCHEDULE_FIELD] = schedule
     if expires is not None:
         extra[EXPIRES_FIELD] = round(expires.timestamp(), 3)
     delivery = route(call)

@@ -157,6 +157,36 @@ class LocalWorker(models.Model):
         return f"{self.host}:{self.pid} ({self.name})"
 
 
+class Schedule(models.Model):
+    """A periodic task as the local worker fires it, and what the admin shows of it.
+
+    The declaration (``@periodic``, ``CLOUDTASK["SCHEDULES"]``) is the source of truth; a row
+    mirrors it (cron, time zone, task) and adds what changes at run time: the next due
+    time, the last run and whether it was paused by hand.
+    """
+
+    name = models.CharField(max_length=40, primary_key=True)
+    task = models.CharField(max_length=255, help_text="Registry name of the task.")
+    cron = models.CharField(max_length=255)
+    time_zone = models.CharField(max_length=64, default="UTC")
+    kwargs = models.JSONField(default=dict, blank=True)
+    paused = models.BooleanField(
+        default=False, help_text="Not fired while paused (by hand, or declared paused)."
+    )
+    next_run = models.DateTimeField(
+        null=True, blank=True, help_text="When the local worker fires it next."
+    )
+    last_run = models.DateTimeField(null=True, blank=True, help_text="The due time last fired.")
+    last_call_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ("name",)
+        verbose_name = "schedule"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.cron} {self.time_zone})"
+
+
 class TaskResult(models.Model):
     """One row per call, kept when ``CLOUDTASK["RESULTS"]`` is True."""
 

@@ -132,15 +132,16 @@ def expires(first_delivery: datetime | None) -> int | None:
     return math.ceil(start + max_age.total_seconds())
 
 
-def check_expiry(fields: Mapping[str, Any]) -> None:
+def check_expiry(fields: Mapping[str, Any], *, required: bool = True) -> None:
     """Raise AuthenticationFailed if a verified body's ``exp`` has passed.
 
     A body that carries ``exp`` is held to it whatever this side's setting; while
-    SIGNATURE_MAX_AGE is set, a body without one is refused as well.
+    SIGNATURE_MAX_AGE is set, a body without one is refused as well, unless ``required`` is
+    False (a Cloud Scheduler job's body, which is sent again at every run).
     """
     expiry = fields.get(EXPIRES_FIELD)
     if expiry is None:
-        if conf.signature_max_age() is not None:
+        if required and conf.signature_max_age() is not None:
             raise AuthenticationFailed(
                 "signed body has no expiry while CLOUDTASK['SIGNATURE_MAX_AGE'] is set"
             )

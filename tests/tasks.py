@@ -228,3 +228,10 @@ def with_audience(request: CloudTaskRequest) -> str | None:
 def expires_in_a_minute(request: CloudTaskRequest, n: int) -> int:
     calls.append(("expires_in_a_minute", n))
     return n
+
+
+@task
+def periodic_report(request: CloudTaskRequest, label: str = "daily", full: bool = False) -> str:
+    """What the periodic task tests schedule: records its call id and arguments."""
+    calls.append(("periodic_report", (request.call_id, label, full)))
+    return label

@@ -119,6 +119,9 @@ class BaseBackend:
     trusts_development_tokens: ClassVar[bool] = False
     #: Whether ``push_many`` may call :meth:`push` from several threads at once.
     supports_concurrent_push: ClassVar[bool] = False
+    #: Whether periodic tasks run as Cloud Scheduler jobs (else the local worker fires them
+    #: from the database; see :mod:`cloudtask.schedules`).
+    uses_cloud_scheduler: ClassVar[bool] = False
 
     def default_url(self) -> str:
         """Return the endpoint URL to use when neither the call nor the settings give one."""

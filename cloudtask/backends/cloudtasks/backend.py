@@ -34,6 +34,7 @@ class CloudTasksBackend(BaseBackend):
     """Creates one Cloud Tasks task per push over the process's shared client."""
 
     supports_concurrent_push = True
+    uses_cloud_scheduler = True
     #: How long one push keeps retrying UNAVAILABLE / DEADLINE_EXCEEDED, in seconds.
     push_deadline: ClassVar[float] = 30.0
     #: The time limit of one CreateTask call, in seconds.

@@ -101,12 +101,13 @@ def _connect() -> Connection:
         channel = grpc.insecure_channel(check_emulator_host(host))
         transport = CloudTasksGrpcTransport(channel=channel)
         return Connection(tasks_v2.CloudTasksClient(transport=transport), None, host, os.getpid())
-    credentials = _default_credentials()
+    credentials = default_credentials()
     client = tasks_v2.CloudTasksClient(credentials=credentials)
     return Connection(client, credentials, None, os.getpid())
 
 
-def _default_credentials() -> Any:
+def default_credentials() -> Any:
+    """Return the credentials Google API calls are made with (``IMPERSONATE`` honoured)."""
     import google.auth
     from google.auth.exceptions import DefaultCredentialsError
 
@@ -114,9 +115,10 @@ def _default_credentials() -> Any:
         credentials, _ = google.auth.default(scopes=[conf.CLOUD_PLATFORM_SCOPE])
     except DefaultCredentialsError as exc:
         raise ConfigurationError(
-            "No Google credentials found to push to Cloud Tasks. On Cloud Run they come "
-            "from the service's account; locally run `gcloud auth application-default "
-            "login`, or set CLOUDTASK['EMULATOR_HOST'] to use the emulator."
+            "No Google credentials found to call Cloud Tasks or Cloud Scheduler. On Cloud Run "
+            "they come from the service's account; locally run `gcloud auth "
+            "application-default login`, or set CLOUDTASK['EMULATOR_HOST'] (Cloud Tasks) or "
+            "CLOUDTASK['SCHEDULER_EMULATOR_HOST'] (Cloud Scheduler) to use a stand-in."
         ) from exc
     target = conf.get("IMPERSONATE")
     if target is None:
@@ -183,10 +185,10 @@ def check_service_account(value: Any, what: str) -> str:
     return value
 
 
-def check_emulator_host(value: Any) -> str:
-    """Validate ``EMULATOR_HOST`` ("host:port") and return it."""
+def check_emulator_host(value: Any, key: str = "EMULATOR_HOST") -> str:
+    """Validate ``EMULATOR_HOST`` (or another ``key``) as "host:port" and return it."""
     if not isinstance(value, str) or not _HOST_RE.match(value):
         raise ConfigurationError(
-            f"CLOUDTASK['EMULATOR_HOST'] must be 'host:port', e.g. '127.0.0.1:8123', not {value!r}."
+            f"CLOUDTASK['{key}'] must be 'host:port', e.g. '127.0.0.1:8123', not {value!r}."
         )
     return value

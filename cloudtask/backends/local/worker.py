@@ -41,6 +41,8 @@ from .manager import load_config
 logger = logging.getLogger("cloudtask.worker")
 
 PRUNE_EVERY = timedelta(minutes=1)
+#: How often the worker's ``tick`` (periodic tasks) runs at most.
+TICK_EVERY = timedelta(seconds=1)
 #: How long a finished delivery may wait for others, to be recorded with them.
 BATCH_WAIT = 0.02
 
@@ -83,6 +85,7 @@ class Worker:
         poll_interval: float = 0.5,
         clock: Callable[[], datetime] = timezone.now,
         log: Callable[[str], None] | None = None,
+        tick: Callable[[datetime], object] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}.")
@@ -93,6 +96,11 @@ class Worker:
         self.poll_interval = poll_interval
         self.clock = clock
         self.log = log or logger.info
+        #: Called with the time at most every TICK_EVERY while the worker runs (the
+        #: firing of periodic tasks), returning how many tasks it pushed; what it raises
+        #: is logged, never fatal.
+        self.tick = tick
+        self._last_tick: datetime | None = None
         self.summary = Summary()
         #: This worker's heartbeat name (``LocalWorker.name``), which its leases carry.
         self.name = uuid.uuid4().hex
@@ -130,6 +138,8 @@ class Worker:
             if self.stopping or len(self._in_flight) >= self.concurrency:
                 return 0
             self._prune(now)
+            if self._tick(now):
+                now = self.clock()  # what it pushed is due from its push on
             for due in claims.serve(now, self.queues):
                 started += self._start_queue(due, now)
         except DatabaseError as exc:
@@ -194,6 +204,21 @@ class Worker:
                     f"{heartbeats.DEAD_AFTER.total_seconds():g} s: its {count} running "
                     "tasks are attempted again"
                 )
+
+    def _tick(self, now: datetime) -> bool:
+        """Call ``tick`` if it is time; return whether it says it pushed something."""
+        if self.tick is None or (
+            self._last_tick is not None and abs(now - self._last_tick) < TICK_EVERY
+        ):
+            return False
+        self._last_tick = now
+        try:
+            return bool(self.tick(now))
+        except DatabaseError:
+            raise
+        except Exception:
+            logger.exception("worker status=tick-failed")
+            return False
 
     def _leave(self) -> None:
         """Remove this worker's heartbeat; tasks it still holds go to others at once."""

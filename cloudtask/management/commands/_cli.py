@@ -26,6 +26,7 @@ from cloudtask.exceptions import (
     InvalidQueueConfig,
     ManagementNotSupported,
     QueueNotFound,
+    ScheduleNotFound,
     TaskNotFound,
 )
 
@@ -57,7 +58,7 @@ def exit_codes() -> Iterator[None]:
     """Turn the library's errors into ``CommandError`` with the documented exit code."""
     try:
         yield
-    except (QueueNotFound, TaskNotFound) as exc:
+    except (QueueNotFound, TaskNotFound, ScheduleNotFound) as exc:
         raise CommandError(str(exc), returncode=NOT_FOUND) from exc
     except (InvalidQueueConfig, ManagementNotSupported, ImproperlyConfigured) as exc:
         raise CommandError(str(exc), returncode=USAGE) from exc

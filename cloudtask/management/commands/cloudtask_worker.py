@@ -13,6 +13,7 @@ from ...backends.local.claims import awaiting_retry
 from ...backends.local.store import require_tables
 from ...backends.local.worker import Worker
 from ...exceptions import ConfigurationError
+from ...schedules.local import Firing
 
 
 def _positive_int(value: str) -> int:
@@ -60,6 +61,13 @@ class Command(BaseCommand):
             default=0.5,
             help="Seconds between looks at the database when idle (default 0.5).",
         )
+        parser.add_argument(
+            "--no-schedules",
+            action="store_false",
+            dest="schedules",
+            help="Do not fire periodic tasks (another worker does; several may, each due "
+            "time is fired once).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -75,6 +83,7 @@ class Command(BaseCommand):
             concurrency=options["concurrency"],
             poll_interval=options["poll_interval"],
             log=self._writer(verbosity),
+            tick=Firing() if options["schedules"] else None,
         )
         # Before the first line: whoever waits for that line may signal at once.
         restore = worker.install_signal_handlers()
