@@ -176,7 +176,11 @@ class Schedule(models.Model):
     next_run = models.DateTimeField(
         null=True, blank=True, help_text="When the local worker fires it next."
     )
-    last_run = models.DateTimeField(null=True, blank=True, help_text="The due time last fired.")
+    last_run = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The due time last fired (or when it was last run by hand).",
+    )
     last_call_id = models.CharField(max_length=64, blank=True)
 
     class Meta:

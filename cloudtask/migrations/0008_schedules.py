@@ -33,7 +33,9 @@ class Migration(migrations.Migration):
                 (
                     "last_run",
                     models.DateTimeField(
-                        blank=True, help_text="The due time last fired.", null=True
+                        blank=True,
+                        help_text="The due time last fired (or when it was last run by hand).",
+                        null=True,
                     ),
                 ),
                 ("last_call_id", models.CharField(blank=True, max_length=64)),

@@ -154,18 +154,24 @@ def _fire(schedule: Schedule, due: datetime, now: datetime) -> int:
     return 1
 
 
+def run_task_id(call_id: str) -> str:
+    """Return the Cloud Tasks id the run ``call_id`` is pushed under (a second push is refused)."""
+    return make_task_id(f"schedule-{call_id}")
+
+
 def _push_run(schedule: Schedule, call_id: str) -> TaskHandle:
     task = registry.get(schedule.task)
     call = task(**schedule.kwargs)
-    return push(call, call_id=call_id, task_id=make_task_id(f"schedule-{call_id}"))
+    return push(call, call_id=call_id, task_id=run_task_id(call_id))
 
 
 def run(name: str, now: datetime | None = None) -> str:
     """Push a run of schedule ``name`` now, whatever its cron and pause; return its call id."""
     schedule = _declared(name)
-    call_id = schedule.run_call_id(now or timezone.now())
+    now = now or timezone.now()
+    call_id = schedule.run_call_id(now)
     _push_run(schedule, call_id)
-    Row.objects.filter(pk=name).update(last_call_id=call_id)
+    Row.objects.filter(pk=name).update(last_run=now, last_call_id=call_id)
     return call_id
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from cloudtask import CloudTaskRequest, task
+from cloudtask import CloudTaskRequest, periodic, task
 
 logger = logging.getLogger(__name__)
 
@@ -44,3 +44,10 @@ def sync_inventory(request: CloudTaskRequest, sku: str) -> str:
 def charge_card(request: CloudTaskRequest, order_id: int) -> None:
     """Always fails: the payments queue allows 3 attempts, then keeps it as failed."""
     raise PaymentDeclined(f"order {order_id}: card declined")
+
+
+@periodic("0 3 * * *", time_zone="Europe/Zurich", name="nightly-digest")
+@task
+def nightly_digest(request: CloudTaskRequest, full: bool = False) -> str:
+    """Periodic: a Cloud Scheduler job in production; here the local worker fires it."""
+    return f"{'full' if full else 'short'} digest, run {request.call_id}"

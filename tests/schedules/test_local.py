@@ -191,6 +191,7 @@ def test_the_commands_work_on_the_local_worker() -> None:
         run_command("cloudtask_schedules", "resume", "nightly")
         ran = json.loads(run_command("cloudtask_schedules", "run", "nightly", "--json"))
         assert ran["run"] == "nightly.20261202T120000Z"
+        assert Row.objects.get().last_run == datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
         table = run_command("cloudtask_schedules", "list")
         assert "nightly" in table
         assert "pushed" in table

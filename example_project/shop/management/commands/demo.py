@@ -8,6 +8,7 @@ when every task behaved as expected.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,12 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.test import override_settings
+from django.utils import timezone
 
 from cloudtask import TaskAlreadyExists, TaskHandle
-from cloudtask.models import LocalQueue, LocalTask
+from cloudtask.models import LocalQueue, LocalTask, Schedule
+from cloudtask.schedules import get as get_schedule
+from cloudtask.schedules import local as local_schedules
 from shop import tasks
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
@@ -105,8 +109,8 @@ class Command(BaseCommand):
         worker: subprocess.Popen[str] | None = None
         try:
             wait_for_port(port, server, 20)
-            worker = self._start_worker()
             url = f"http://127.0.0.1:{port}/_tasks/"
+            worker = self._start_worker(url)
             with override_settings(CLOUDTASK={**settings.CLOUDTASK, "URL": url}):
                 pushes, refused = self._push()
             rows = self._wait(pushes)
@@ -117,9 +121,12 @@ class Command(BaseCommand):
             server_log.close()
         return self._report(pushes, rows, refused)
 
-    def _start_worker(self) -> subprocess.Popen[str]:
+    def _start_worker(self, url: str) -> subprocess.Popen[str]:
+        # The worker pushes the runs of periodic tasks it fires: to this server too.
+        env = {**os.environ, "EXAMPLE_TASKS_URL": url}
         worker = subprocess.Popen(  # noqa: S603  (this interpreter and manage.py)
             [sys.executable, MANAGE, "cloudtask_worker", "--poll-interval", "0.1"],
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -166,6 +173,7 @@ class Command(BaseCommand):
                 "failed",
                 3,
             ),
+            Expected("nightly_digest (periodic)", self._make_due, "succeeded", 1),
         ]
         for expected in pushes:
             expected.handle = expected.push()
@@ -179,6 +187,14 @@ class Command(BaseCommand):
             f"{'yes' if refused else 'NO'}"
         )
         return pushes, refused
+
+    def _make_due(self) -> TaskHandle:
+        """Make the nightly schedule due now: the worker fires it on its next look."""
+        local_schedules.sync()
+        due = timezone.now().replace(microsecond=0) - timedelta(seconds=1)
+        Schedule.objects.filter(name="nightly-digest").update(next_run=due)
+        call_id = get_schedule("nightly-digest").run_call_id(due)
+        return TaskHandle(name=local_schedules.run_task_id(call_id), queue="default", eta=None)
 
     def _wait(self, pushes: list[Expected]) -> dict[str, LocalTask]:
         names = [p.handle.name for p in pushes if p.handle is not None]
