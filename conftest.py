@@ -27,6 +27,7 @@ from sybil.parsers.myst import SkipParser as MystSkip
 pytest_plugins = [
     "tests.support.emulator",
     "tests.support.oidc",
+    "tests.support.postgres",
     "tests.support.scheduler",
     "tests.support.worker",
 ]

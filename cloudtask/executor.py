@@ -97,9 +97,9 @@ def deliver(
         signing.verify(path, body, meta.get(signing.SIGNATURE_META_KEY))
         oidc_email = _verify_oidc(meta) if http_request is not None else None
         data = envelope.decode(body)
-        schedule = data.extra.get(SCHEDULE_FIELD) if data.extra else None
+        schedule = data.extra.get(SCHEDULE_FIELD)
         signing.check_expiry(data.extra, required=schedule is None)
-        if isinstance(schedule, str):
+        if schedule is not None:
             # A Cloud Scheduler job sends the same body at every run: each run is its own call.
             data.id = delivered_call_id(schedule, meta)
         task = registry.get(data.task_name)

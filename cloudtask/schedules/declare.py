@@ -20,7 +20,7 @@ from django.core.checks import CheckMessage, Error
 
 from .. import conf, envelope
 from ..backends.cloudtasks.client import check_emulator_host
-from ..exceptions import ConfigurationError, UnknownTask
+from ..exceptions import ConfigurationError, MalformedEnvelope, UnknownTask
 from ..registry import registry
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class _Declaration:
     where: str
 
 
-_declared: dict[tuple[str, str], _Declaration] = {}
+_declared: dict[tuple[str, str, str, str], _Declaration] = {}
 
 
 def periodic(
@@ -121,8 +121,10 @@ def periodic(
         declaration = _Declaration(
             target, cron, time_zone, kwargs, name, paused, description, retry, _where(target)
         )
-        key = (declaration.where, str(name))
-        _declared[key] = declaration  # a module imported again replaces its declarations
+        # A module imported again replaces its declarations; two unnamed schedules of one
+        # task are both kept (and reported as sharing a name).
+        key = (declaration.where, str(name), repr(cron), repr(kwargs))
+        _declared[key] = declaration
         return target
 
     return declare
@@ -497,13 +499,16 @@ def history_prefix(name: str) -> str:
 SCHEDULE_TIME_META = "HTTP_X_CLOUDSCHEDULER_SCHEDULETIME"
 
 
-def delivered_call_id(name: str, meta: Mapping[str, str], now: datetime | None = None) -> str:
+def delivered_call_id(name: Any, meta: Mapping[str, str], now: datetime | None = None) -> str:
     """Return the call id of a Cloud Scheduler delivery of schedule ``name``.
 
     It comes from the scheduled time Cloud Scheduler sends, so the retries of one run share
     it and each run has its own. Without the header (a run forced with RunJob may lack it,
-    and it is not signed), the time of arrival, to the microsecond, is used.
+    and it is not signed), the time of arrival, to the microsecond, is used. A body whose
+    schedule is not a schedule name is malformed.
     """
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise MalformedEnvelope("'schedule' must be a schedule name")
     when = _parse_time(meta.get(SCHEDULE_TIME_META, ""))
     if when is None:
         when = now or datetime.now(timezone.utc)

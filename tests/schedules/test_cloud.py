@@ -315,3 +315,18 @@ def test_jobs_of_a_location_other_than_the_queues(scheduler: FakeScheduler) -> N
         "projects/test-project/locations/us-central1/jobs/cloudtask-nightly"
     ]
     assert cloud.job_name("x", "p") == "p/jobs/cloudtask-x"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_body_is_accepted_while_signature_max_age_is_set(
+    scheduler: FakeScheduler, task_endpoint: str
+) -> None:
+    settings = scheduler.settings(
+        URL=task_endpoint, SCHEDULES={"nightly": NIGHTLY}, OIDC=HMAC_ONLY, SIGNATURE_MAX_AGE=60
+    )
+    with override_settings(CLOUDTASK=settings):
+        sync_schedules()
+        name = job(scheduler, "nightly").name
+        assert "exp" not in json.loads(job(scheduler, "nightly").http_target.body)
+        assert scheduler.fire(name, datetime.now(timezone.utc)) == 200
+    assert len(tasks.calls) == 1

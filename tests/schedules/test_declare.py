@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from cloudtask import registry
+from cloudtask import envelope, registry
 from cloudtask.checks import check_periodic_tasks
 from cloudtask.schedules import declared, schedules
 from cloudtask.schedules.declare import (
@@ -18,6 +18,8 @@ from cloudtask.schedules.declare import (
     next_run,
     run_call_id,
 )
+from tests import tasks
+from tests.support.helpers import post
 
 CLOUD = {
     "BACKEND": "cloudtask.backends.cloudtasks.CloudTasksBackend",
@@ -174,9 +176,26 @@ def test_each_run_has_its_own_call_id_from_its_scheduled_time() -> None:
     assert len(run_call_id("x" * 40, now)) <= 64  # fits a stored result's call id
 
 
+def test_two_unnamed_schedules_of_one_task_are_reported_not_lost(declaring: Any) -> None:
+    declaring("unnamed_twice")
+    messages = check_periodic_tasks()
+    assert ids(messages) == ["cloudtask.E056"]
+    assert "the schedule name 'shop-tasks-twice' is taken" in messages[0].msg
+
+
 def test_default_names_are_valid_schedule_names() -> None:
     assert default_name("shop.tasks.nightly_report") == "shop-tasks-nightly_report"
     long = default_name("a" * 30 + ".tasks." + "nightly_report")
     assert len(long) <= 40
     assert long.endswith("nightly_report")
     assert declared().errors == []
+
+
+def test_a_signed_body_naming_no_valid_schedule_is_refused() -> None:
+    body = envelope.encode(
+        "tests.tasks.periodic_report", "x", "[[],{}]", {"schedule": "no spaces!"}
+    )
+    response = post(body)
+    assert response.status_code == 400
+    assert response.json()["detail"] == "'schedule' must be a schedule name"
+    assert tasks.calls == []

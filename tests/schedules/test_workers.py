@@ -7,17 +7,15 @@ test) race for the same due schedule; the runs are counted where they are delive
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.postgres import REQUIRE_ENV, PostgresServer, find_bindir
+from tests.support.postgres import PostgresServer
 from tests.support.processes import Project, wait_for
 from tests.support.worker import ScriptedServer
 
@@ -85,19 +83,6 @@ def test_four_workers_on_sqlite_fire_each_due_time_once(tmp_path: Path) -> None:
     project = Project(tmp_path / "db.sqlite3", server.url)
     expected, delivered = fire_with_workers(project, server)
     assert delivered == expected
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Any:
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{REQUIRE_ENV}=1 but no PostgreSQL server: apt-get install postgresql")
-        pytest.skip("no PostgreSQL server (apt-get install postgresql)")
-    server = PostgresServer(bindir)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.postgres

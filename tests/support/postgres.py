@@ -1,5 +1,8 @@
 """A throwaway PostgreSQL server from the distribution's packages, for marked tests.
 
+A pytest plugin (see the root conftest): the session-wide ``postgres`` fixture starts one
+server on first use, or skips the test when none is installed.
+
 ``apt-get install postgresql`` puts the server's programs in /usr/lib/postgresql/<version>/bin
 without starting anything this needs: each test session makes its own cluster in a temporary
 directory, listening on 127.0.0.1 on a free port, and removes it afterwards. As root, the
@@ -13,8 +16,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 #: Set in CI: a missing server fails the marked tests instead of skipping them.
 REQUIRE_ENV = "CLOUDTASK_REQUIRE_POSTGRES"
@@ -89,3 +95,17 @@ class PostgresServer:
 
     def _connect(self, name: str) -> dict[str, Any]:
         return {"dbname": name, "user": self.user, "host": "127.0.0.1", "port": self.port}
+
+
+@pytest.fixture(scope="session", name="postgres")
+def postgres_fixture() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the session; skipped without one, unless CI requires it."""
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but no PostgreSQL server: apt-get install postgresql")
+        pytest.skip("no PostgreSQL server (apt-get install postgresql)")
+    server = PostgresServer(bindir)
+    server.start()
+    yield server
+    server.stop()

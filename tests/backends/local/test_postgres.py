@@ -9,38 +9,23 @@ Marked ``postgres``: each session starts its own server from the distribution's 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import tasks
-from tests.support.postgres import REQUIRE_ENV, PostgresServer, find_bindir
+from tests.support.postgres import PostgresServer
 from tests.support.processes import Project, summary, wait_for
 from tests.support.worker import ScriptedServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 WORKERS = 4
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{REQUIRE_ENV}=1 but no PostgreSQL server: apt-get install postgresql")
-        pytest.skip("no PostgreSQL server (apt-get install postgresql)")
-    server = PostgresServer(bindir)
-    server.start()
-    yield server
-    server.stop()
 
 
 def database(postgres: PostgresServer, **options: Any) -> dict[str, Any]:
