@@ -51,6 +51,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/push.py
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/local.py
+	# On PostgreSQL (Debian's packages), with 1 and 4 workers per side.
+	if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		$(BIN)/python benchmarks/local.py --postgres --workers 1 --samples 20 && \
+		$(BIN)/python benchmarks/local.py --postgres --workers 4 --samples 20; \
+	else echo "benchmarks/local.py --postgres skipped: apt-get install postgresql"; fi
 
 clean:
 	rm -rf $(VENV) .tox .mypy_cache .pytest_cache .ruff_cache build *.egg-info docs/_build
