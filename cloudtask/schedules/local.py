@@ -15,7 +15,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from ..exceptions import ScheduleNotFound, TaskAlreadyExists
@@ -101,13 +101,28 @@ def _update(row: Row, schedule: Schedule, fields: tuple[str, ...], now: datetime
 
 
 class Firing:
-    """The local worker's ``tick``: sync the rows once, then fire what is due at each call."""
+    """The local worker's ``tick``: sync the rows once, then fire what is due at each call.
+
+    Before ``migrate`` has made the schedules' table (a project upgraded without it), it says
+    so once and fires nothing until the worker is started again.
+    """
 
     def __init__(self) -> None:
         self.synced = False
+        self.disabled = False
 
     def __call__(self, now: datetime) -> int:
+        if self.disabled:
+            return 0
         if not self.synced:
+            if Row._meta.db_table not in connection.introspection.table_names():
+                logger.warning(
+                    "worker status=schedules-off reason=the table %s is missing: run python "
+                    "manage.py migrate, then start the worker again",
+                    Row._meta.db_table,
+                )
+                self.disabled = True
+                return 0
             sync(now=now)
             self.synced = True
         return fire_due(now)

@@ -199,3 +199,44 @@ def test_the_commands_work_on_the_local_worker() -> None:
         assert code == 3
         assert "No schedule named 'weekly'" in message
     assert pushed_call_ids() == ["nightly.20261202T120000Z"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_before_migrate_the_worker_says_so_once_and_goes_on_delivering(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django.db import connection
+
+    firing = local.Firing()
+    with connection.schema_editor() as editor:
+        editor.delete_model(Row)
+    try:
+        with settings():
+            assert firing(datetime.now(UTC)) == 0
+            assert firing(datetime.now(UTC)) == 0
+    finally:
+        with connection.schema_editor() as editor:
+            editor.create_model(Row)
+    assert caplog.text.count("status=schedules-off") == 1
+    assert "run python manage.py migrate" in caplog.text
+
+
+def test_a_database_error_in_the_tick_does_not_stop_the_deliveries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django.db import OperationalError
+
+    server = ScriptedServer()
+
+    def broken(now: datetime) -> int:
+        raise OperationalError("database is locked")
+
+    try:
+        with settings(server.url):
+            tasks.noop().delay()
+            worker = Worker(tick=broken, poll_interval=0.05)
+            drain(worker)
+    finally:
+        server.close()
+    assert len(server.requests) == 1
+    assert "during=tick" in caplog.text

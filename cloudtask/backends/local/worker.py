@@ -214,11 +214,11 @@ class Worker:
         self._last_tick = now
         try:
             return bool(self.tick(now))
-        except DatabaseError:
-            raise
+        except DatabaseError as exc:
+            _database_error(exc, "tick")  # the deliveries go on; the next tick tries again
         except Exception:
             logger.exception("worker status=tick-failed")
-            return False
+        return False
 
     def _leave(self) -> None:
         """Remove this worker's heartbeat; tasks it still holds go to others at once."""
