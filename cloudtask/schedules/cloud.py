@@ -11,6 +11,7 @@ description with :data:`MARK`. Any other job in the location is left alone.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from .. import conf, queues
@@ -21,13 +22,15 @@ from ..exceptions import ManagementError, ScheduleNotFound
 from ..message import build_message
 from ..registry import registry
 from . import client
-from .declare import Schedule, attempt_deadline, retry_options, schedules
+from .declare import Schedule, retry_options, schedules
 from .records import Action, ScheduleChange, ScheduleInfo
 
 #: The id of every job cloudtask manages starts with this; the schedule name follows.
 JOB_PREFIX = "cloudtask-"
 #: ... and its description with this.
 MARK = "cloudtask:"
+#: How long Cloud Scheduler waits for a run when the task has no timeout (its default).
+DEFAULT_ATTEMPT_DEADLINE = timedelta(minutes=3)
 #: The time limit of one Cloud Scheduler call, in seconds.
 CALL_TIMEOUT = 30.0
 #: Headers Cloud Scheduler sets itself on every request (ignored when comparing jobs).
@@ -90,7 +93,8 @@ def desired_job(schedule: Schedule, parent: str) -> Any:
         time_zone=schedule.time_zone,
         http_target=target,
         retry_config=retry_config(schedule),
-        attempt_deadline=attempt_deadline(task),
+        # The task's dispatch deadline, as for its Cloud Tasks tasks; else Cloud Scheduler's.
+        attempt_deadline=message.timeout or DEFAULT_ATTEMPT_DEADLINE,
     )
 
 

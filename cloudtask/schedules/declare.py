@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.checks import CheckMessage, Error
@@ -22,9 +22,6 @@ from .. import conf, envelope
 from ..backends.cloudtasks.client import check_emulator_host
 from ..exceptions import ConfigurationError, MalformedEnvelope, UnknownTask
 from ..registry import registry
-
-if TYPE_CHECKING:
-    from ..task import Task
 
 #: A schedule name: a stable id, part of the Cloud Scheduler job id and of each run's call id.
 #: At most 40 characters, so that a run's call id fits the 64 of a stored result.
@@ -523,16 +520,3 @@ def _parse_time(text: str) -> datetime | None:
     except ValueError:
         return None
     return value if value.tzinfo is not None else None
-
-
-#: Cloud Scheduler's range for a job's attempt deadline (HTTP targets).
-MIN_ATTEMPT_DEADLINE = timedelta(seconds=15)
-MAX_ATTEMPT_DEADLINE = timedelta(minutes=30)
-
-
-def attempt_deadline(task: Task[Any, Any]) -> timedelta:
-    """Return how long Cloud Scheduler waits for a run: the task's timeout, else 3 minutes."""
-    timeout = task.timeout
-    if timeout is None and conf.get("TIMEOUT") is not None:
-        timeout = conf.check_timeout(conf.get("TIMEOUT"), "CLOUDTASK['TIMEOUT']")
-    return timeout or timedelta(minutes=3)
