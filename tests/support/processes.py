@@ -76,6 +76,8 @@ class Project:
                 {"BACKEND": "cloudtask.backends.local.LocalBackend", "URL": url}
             ),
             "PYTHONPATH": str(ROOT),
+            # A worker stuck past a test's patience is ended with SIGABRT: its threads' stacks.
+            "PYTHONFAULTHANDLER": "1",
             # The recommended options; tests of Django's defaults set {}.
             "TEST_SQLITE_OPTIONS": json.dumps(
                 {"init_command": "PRAGMA journal_mode=WAL", "timeout": 30}

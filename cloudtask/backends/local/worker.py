@@ -247,10 +247,13 @@ class Worker:
 
     def request_stop(self) -> None:
         """First call: finish in-flight deliveries and stop; second call: stop at once."""
+        self._mark_stop()
+        self._wake.set()
+
+    def _mark_stop(self) -> None:
         if self.stopping:
             self.stopped = True
         self.stopping = True
-        self._wake.set()
 
     def install_signal_handlers(self) -> Callable[[], None]:
         """Make SIGINT and SIGTERM call :meth:`request_stop`; return a function undoing it."""
@@ -267,7 +270,10 @@ class Worker:
                     f"finishing {len(self._in_flight)} in-flight deliveries; "
                     "send the signal again to exit at once"
                 )
-            self.request_stop()
+            # Flags only, no Event.set(): the handler runs in the main thread, possibly inside
+            # the Event's own wait() holding its lock, which set() would wait for forever. The
+            # loop sees the flags within one poll interval.
+            self._mark_stop()
 
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -45,7 +46,14 @@ def stop(workers: list[Any]) -> list[str]:
     for worker in workers:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
-    return ["".join(worker.communicate(timeout=60)) for worker in workers]
+    outputs = []
+    for worker in workers:
+        try:
+            outputs.append("".join(worker.communicate(timeout=60)))
+        except subprocess.TimeoutExpired:
+            worker.send_signal(signal.SIGABRT)  # faulthandler prints where each thread is
+            pytest.fail("a worker did not stop after SIGTERM:\n" + "".join(worker.communicate()))
+    return outputs
 
 
 def deliver_noops(project: Project, server: ScriptedServer, pushed: int) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -343,6 +344,32 @@ def test_request_stop_finishes_in_flight_then_stops(scripted: ScriptedServer) ->
     summary = worker.run()
     assert (summary.dispatched, summary.succeeded) == (1, 1)
     assert LocalTask.objects.filter(status="queued").count() == 2
+
+
+def test_a_signal_landing_inside_the_wait_takes_no_lock_the_wait_holds() -> None:
+    # The main thread waits on an Event; a SIGTERM runs the handler inside that wait, with
+    # the Event's lock held. A handler taking the lock again never returned.
+    worker = Worker()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_wait_lock() -> None:
+        with worker._wake._cond:  # type: ignore[attr-defined]  # what wait() holds
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_wait_lock)
+    holder.start()
+    holding.wait()
+    restore = worker.install_signal_handlers()
+    try:
+        signal.raise_signal(signal.SIGTERM)  # the handler runs now, in this thread
+        handled_while_held = holder.is_alive()
+    finally:
+        release.set()
+        holder.join()
+        restore()
+    assert handled_while_held
+    assert worker.stopping and not worker.stopped
 
 
 def test_rate_limit_in_real_time(scripted: ScriptedServer) -> None:
