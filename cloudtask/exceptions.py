@@ -234,6 +234,29 @@ class ScheduleNotFound(CloudTaskError, LookupError):
         self.name = name
 
 
+class WorkflowNotFound(CloudTaskError, LookupError):
+    """No workflow (or revocable call) has this id: it never existed, or was pruned."""
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"No workflow {workflow_id!r}: check the id (handle.id, or a step's call id for "
+            "revoke()), or it was removed by cloudtask_workflows prune / cloudtask_prune."
+        )
+
+
+class WorkflowNotFinished(CloudTaskError):
+    """A workflow's result was asked for before it ended."""
+
+
+class WorkflowFailed(CloudTaskError):
+    """The workflow whose result was asked for failed or was revoked (``.status``, ``.error``)."""
+
+    def __init__(self, workflow_id: str, status: str, error: str) -> None:
+        self.workflow_id, self.status, self.error = workflow_id, status, error
+        super().__init__(f"Workflow {workflow_id} {status}: {error}")
+
+
 class ManagementNotSupported(CloudTaskError):
     """The configured backend has no queue manager (ImmediateBackend, capture_tasks, ...)."""
 

@@ -32,6 +32,7 @@ from .registry import registry
 from .request import CloudTaskRequest, meta_key
 from .schedules.declare import delivered_call_id
 from .task_ids import make_task_id
+from .workflows import engine as workflows
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -107,11 +108,17 @@ def deliver(
             task.check_received(data.args, data.kwargs)
         except TypeError as exc:
             raise ArgumentsDoNotBind(f"arguments do not fit {data.task_name}(): {exc}") from None
+        step, not_run = None, ""
+        step_ref = workflows.reference(data.extra)
+        if step_ref is not None:
+            step, not_run = workflows.receive(step_ref, data.task_name, data.id)
     except InvalidRequest as exc:
         # Once the signed body is decoded, the log line can say which call was refused.
         return refuse(exc) if data is None else refuse(exc, task=data.task_name, call_id=data.id)
     except ConfigurationError as exc:
         return misconfigured(exc)
+    if not_run:
+        return _step_not_run(data, not_run)
     request = CloudTaskRequest.from_meta(
         meta,
         http_request,
@@ -121,10 +128,16 @@ def deliver(
         max_attempts=_queue_max_attempts(meta.get("HTTP_X_CLOUDTASKS_QUEUENAME", "")),
         oidc_email=oidc_email,
     )
-    execution = Execution(task, data, request, started, meta)
+    execution = Execution(task, data, request, started, meta, step)
     if EXPIRES_FIELD in data.extra and execution.is_expired():
         return execution.expired()
     return execution.run(raise_exceptions)
+
+
+def _step_not_run(data: Envelope, why: str) -> Outcome:
+    """Acknowledge a workflow step's delivery that runs nothing: finished, skipped, revoked."""
+    logger.info("task=%s id=%s status=step-not-run reason=%s", data.task_name, data.id, why)
+    return _answer(200, {"status": "skipped", "id": data.id, "reason": why})
 
 
 def _verify_oidc(meta: Mapping[str, str]) -> str | None:
@@ -171,12 +184,15 @@ class Execution:
         request: CloudTaskRequest,
         started: float,
         meta: Mapping[str, str] | None = None,
+        step: workflows.StepRun | None = None,
     ) -> None:
         self.task = task
         self.data = data
         self.request = request
         self.started = started
         self.meta: Mapping[str, str] = meta or {}
+        #: The workflow step this call is, if it is one (``cloudtask.workflows``).
+        self.step = step
 
     @property
     def task_name(self) -> str:
@@ -234,11 +250,13 @@ class Execution:
         except Retry as exc:
             if raise_exceptions:
                 self.log(logging.INFO, "retry-requested")
+                self.step_failed(exc, "raised")
                 raise
             return self.retry_requested(exc)
         except Exception as exc:
             if raise_exceptions:
                 self.log(logging.INFO, "failed")
+                self.step_failed(exc, "raised")
                 raise
             self.report(exc)
             return self.failed(exc)
@@ -263,6 +281,7 @@ class Execution:
         """Acknowledge a delivery after the call's expiry with 200, without running it."""
         expires = self.expires_at()
         self.log(logging.INFO, "expired", expires=expires.isoformat() if expires else "-")
+        self.step_failed(TimeoutError("the call expired before it ran"), "expired")
         signals.send(
             signals.task_expired,
             self.task,
@@ -304,6 +323,15 @@ class Execution:
                 result=result,
                 duration_ms=self.elapsed_ms(),
             )
+        if self.step is not None:
+            try:
+                workflows.succeeded(self.step, result)
+            except Exception:
+                # The step's result is stored; the redelivery pushes what follows it.
+                logger.exception(
+                    "task=%s id=%s status=workflow-push-failed", self.task.name, self.data.id
+                )
+                return _answer(500, {"status": "failed", "error": "workflow-push-failed"})
         body = _success_body(self.task.name, self.data.id, result)
         return Outcome(200, body, "success", result=result)
 
@@ -319,6 +347,8 @@ class Execution:
                 self.elapsed_ms(),
             )
             self.send_retrying(exc, countdown=None)
+            if self.step is not None:
+                workflows.retrying(self.step, exc)
             return _answer(500, {"status": "failed", "error": error}, exception=exc)
         return self.give_up(exc, verdict.reason)
 
@@ -351,6 +381,7 @@ class Execution:
             call_id=self.data.id,
             retries=self.request.retries + 1,
             expires=self.expires_at(),  # the same moment as the call it retries
+            workflow=None if self.step is None else [self.step.workflow_id, self.step.key],
         )
 
     def copy_of_call(self) -> TaskCall[Any]:
@@ -404,7 +435,23 @@ class Execution:
             "reason": reason,
             "id": self.data.id,
         }
+        if not self.step_failed(exc, reason):
+            return _answer(500, {"status": "failed", "error": "workflow-push-failed"})
         return _answer(500 if reason == "max-attempts" else 200, body, exception=exc)
+
+    def step_failed(self, exc: BaseException, reason: str) -> bool:
+        """Fail this workflow step for good; return False if pushing its error callbacks
+        failed (the answer is then 500, and the redelivery pushes them)."""
+        if self.step is None:
+            return True
+        try:
+            workflows.failed(self.step, exc, reason)
+        except Exception:
+            logger.exception(
+                "task=%s id=%s status=workflow-push-failed", self.task.name, self.data.id
+            )
+            return False
+        return True
 
     def push_failure_handler(self, exc: BaseException) -> None:
         """Push the task's ``on_failure`` task; a problem there never changes the answer.

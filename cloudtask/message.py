@@ -25,6 +25,9 @@ EXPIRES_FIELD = "expires"
 #: The signed body field naming the periodic task of a Cloud Scheduler job's body; each run
 #: gets its own call id from the scheduled time (``cloudtask.schedules``).
 SCHEDULE_FIELD = "schedule"
+#: The signed body field naming the workflow and step a call is ([workflow id, step key]):
+#: a step's body can only ever complete that step (``cloudtask.workflows``).
+WORKFLOW_FIELD = "workflow"
 
 
 def new_call_id() -> str:
@@ -43,6 +46,7 @@ def build_message(
     trace_headers: Mapping[str, str] | None = None,
     expires: datetime | None = None,
     schedule: str | None = None,
+    workflow: list[str] | None = None,
 ) -> TaskMessage:
     """Encode, sign and route one call; ``call_id``/``retries`` are given for retry copies.
 
@@ -59,7 +63,7 @@ def build_message(
     else:
         url = url or backend.default_url()
     call_id = call_id or new_call_id()
-    body = _body(call, call_id, retries, eta, expires, schedule)
+    body = _body(call, call_id, retries, eta, expires, schedule, workflow)
     limit = conf.max_body_size()
     if len(body) > limit:
         raise PayloadTooLarge(len(body), limit)
@@ -132,8 +136,11 @@ def _body(
     eta: datetime | None,
     expires: datetime | None,
     schedule: str | None = None,
+    workflow: list[str] | None = None,
 ) -> bytes:
     extra: dict[str, Any] = {"retries": retries} if retries else {}
+    if workflow is not None:
+        extra[WORKFLOW_FIELD] = workflow
     signature_expires = None if schedule else signing.expires(eta)
     if signature_expires is not None:
         extra[signing.EXPIRES_FIELD] = signature_expires

@@ -1,4 +1,4 @@
-"""State of the local development queue: pushed tasks and paused queues."""
+"""The database state of cloudtask: the local queue, results, schedules and workflows."""
 
 from __future__ import annotations
 
@@ -243,3 +243,109 @@ class TaskResult(models.Model):
     def done(self) -> bool:
         """True once the call succeeded, failed for good or expired."""
         return self.status in {"succeeded", "failed", "expired"}
+
+
+class Workflow(models.Model):
+    """A chain, group or chord of task calls (``cloudtask.workflows``), or a revocable call.
+
+    Every change to a workflow and its steps happens in a transaction that first writes this
+    row, so the changes of one workflow are serialized: a step's completion is decided by
+    reading its siblings' state under that lock.
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        REVOKED = "revoked", "revoked"
+
+    id = models.CharField(max_length=32, primary_key=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    description = models.CharField(
+        max_length=255, blank=True, help_text="Its shape, as written: chain(add, group(...))."
+    )
+    result = models.JSONField(null=True, blank=True, help_text="The last step's result.")
+    error = models.TextField(blank=True, help_text="Why it failed or was revoked.")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = (
+            models.Index(fields=("created_at",), name="cloudtask_workflow_created"),
+            models.Index(fields=("status", "finished_at"), name="cloudtask_workflow_status"),
+        )
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class WorkflowStep(models.Model):
+    """One node of a workflow: a task call, a chain or a group, or an error callback.
+
+    ``key`` is the node's place in the tree ("0", "0.2", "0.2.1"; an error callback's ends
+    in "e0"); ``parent`` is the chain or group it belongs to.
+    """
+
+    class Kind(models.TextChoices):
+        TASK = "task", "task"
+        CHAIN = "chain", "chain"
+        GROUP = "group", "group"
+        ERRBACK = "errback", "error callback"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        SUCCEEDED = "succeeded", "succeeded"
+        FAILED = "failed", "failed"
+        SKIPPED = "skipped", "skipped"
+        REVOKED = "revoked", "revoked"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
+    key = models.CharField(max_length=255)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    position = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.TASK)
+    task = models.CharField(max_length=255, blank=True, help_text="Registry name of the task.")
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    immutable = models.BooleanField(
+        default=False, help_text="Made with .si(): receives no result from its parent."
+    )
+    countdown = models.FloatField(
+        null=True, blank=True, help_text="Seconds to wait once ready (.set(countdown=...))."
+    )
+    eta = models.DateTimeField(null=True, blank=True, help_text="Not before (.set(eta=...)).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    has_input = models.BooleanField(
+        default=False, help_text="It was given its parent's result (stored in input)."
+    )
+    input = models.JSONField(null=True, blank=True, help_text="The parent's result it gets.")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    call_id = models.CharField(max_length=32, db_index=True)
+    queue = models.CharField(max_length=100, blank=True)
+    task_id = models.CharField(
+        max_length=500, blank=True, help_text="Its Cloud Tasks id, once pushed."
+    )
+    generation = models.PositiveIntegerField(
+        default=0, help_text="Bumped by resume, so a re-push gets a new Cloud Tasks id."
+    )
+    pushed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("workflow", "id")
+        verbose_name = "workflow step"
+        constraints = (
+            models.UniqueConstraint(fields=("workflow", "key"), name="cloudtask_step_key"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id}:{self.key} {self.task or self.kind}"

@@ -76,12 +76,14 @@ def push(
     call_id: str | None = None,
     retries: int = 0,
     expires: datetime | timedelta | None = None,
+    workflow: list[str] | None = None,
 ) -> TaskHandle:
     """Push ``call`` to its queue through the current backend and return its handle.
 
     ``task_id`` is the Cloud Tasks id to ask for (None: the backend chooses); ``call_id`` and
     ``retries`` are given by ``request.retry()`` copies, which keep their call's id.
     ``expires`` (a moment, or a duration from now) defaults to the task's ``expires``.
+    ``workflow`` ([workflow id, step key]) makes the push a step of ``cloudtask.workflows``.
     """
     call.consume()
     backend = get_backend()
@@ -96,6 +98,7 @@ def push(
             retries=retries,
             trace_headers=span.headers(),
             expires=expires_at,
+            workflow=workflow,
         )
         started = time.perf_counter()
         pushed = _send(backend, message, span)

@@ -15,6 +15,10 @@ Every signal's sender is the task definition (``cloudtask.Task``) and carries ``
   ``rejected``, ``not-retryable``, ``max-retries`` or ``max-attempts``.
 - ``task_expired(task, call_id, request, expires)``: a delivery came after the call's
   ``expires`` (an aware datetime) and was acknowledged without running the function.
+
+``workflow_finished(workflow_id, status, result, error)`` is sent once when a workflow of
+``cloudtask.workflows`` ends (``status`` "succeeded", "failed" or "revoked"), after the
+transaction that ended it committed; its sender is ``cloudtask.models.Workflow``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ task_succeeded = Signal()
 task_retrying = Signal()
 task_failed = Signal()
 task_expired = Signal()
+workflow_finished = Signal()
 
 
 def active(signal: Signal) -> bool:
@@ -50,6 +55,22 @@ def send(signal: Signal, task: Any, **kwargs: Any) -> None:
                 "task=%s id=%s signal_receiver_failed=%s",
                 task.name,
                 kwargs.get("call_id", "-"),
+                getattr(receiver, "__qualname__", receiver),
+                exc_info=response,
+            )
+
+
+def send_workflow_finished(sender: type, workflow_id: str, **kwargs: Any) -> None:
+    """Send ``workflow_finished``; log, rather than raise, what a receiver raises."""
+    if not workflow_finished.receivers:
+        return
+    for receiver, response in workflow_finished.send_robust(
+        sender, workflow_id=workflow_id, **kwargs
+    ):
+        if isinstance(response, Exception):
+            logger.error(
+                "workflow=%s signal_receiver_failed=%s",
+                workflow_id,
                 getattr(receiver, "__qualname__", receiver),
                 exc_info=response,
             )

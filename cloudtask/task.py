@@ -20,6 +20,7 @@ from .options import Expires
 from .push import TaskHandle, push, push_on_commit
 from .registry import registry
 from .request import CloudTaskRequest
+from .workflows.canvas import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,6 +93,14 @@ class Task(Generic[P, R]):
         ``add(a=1).delay(name="...")``, ``add(a=1).schedule(countdown=60)``.
         """
         return self(*args, **kwargs).delay()
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A workflow step calling this task; it receives its parent's result first."""
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """A workflow step calling this task with exactly these arguments (no parent result)."""
+        return Signature(self, args, kwargs, immutable=True)
 
     def using(self, **changes: Any) -> Task[P, R]:
         """Return a copy of this task with some options changed (it is not re-registered).

@@ -6,7 +6,7 @@ import logging
 import threading
 from typing import Any
 
-from cloudtask import CloudTaskRequest, task
+from cloudtask import CloudTaskRequest, Reject, task
 
 calls: list[tuple[str, Any]] = []
 
@@ -235,3 +235,30 @@ def periodic_report(request: CloudTaskRequest, label: str = "daily", full: bool 
     """What the periodic task tests schedule: records its call id and arguments."""
     calls.append(("periodic_report", (request.call_id, label, full)))
     return label
+
+
+@task
+def total(request: CloudTaskRequest, numbers: list[int], extra: int = 0) -> int:
+    """A chord body in the workflow tests: the sum of its group's results."""
+    calls.append(("total", numbers))
+    return sum(numbers) + extra
+
+
+@task
+def passes_on(request: CloudTaskRequest, value: Any) -> Any:
+    """Returns what it got, falsy values included (workflow tests)."""
+    calls.append(("passes_on", value))
+    return value
+
+
+@task
+def fails_for_good(request: CloudTaskRequest, *args: Any) -> None:
+    """Rejects every call: fails at once, without retries (workflow tests)."""
+    calls.append(("fails_for_good", args))
+    raise Reject(f"refused {args!r}")
+
+
+@task
+def report_error(request: CloudTaskRequest, *, label: str = "", **given: Any) -> None:
+    """A workflow's error callback: records what it was given."""
+    calls.append(("report_error", {"label": label, **given}))

@@ -369,7 +369,8 @@ def test_a_signal_landing_inside_the_wait_takes_no_lock_the_wait_holds() -> None
         holder.join()
         restore()
     assert handled_while_held
-    assert worker.stopping and not worker.stopped
+    assert worker.stopping
+    assert not worker.stopped
 
 
 def test_rate_limit_in_real_time(scripted: ScriptedServer) -> None:

@@ -1,0 +1,570 @@
+"""The workflow engine: steps stored in the database, advanced exactly once per step.
+
+Cloud Tasks delivers each step at least once. A step is advanced by the transaction that
+records its result, and every such transaction first writes the workflow's row, so the
+transitions of one workflow are serialized: whether a group is complete is decided by
+reading its members under that lock, never by a counter. The steps that become ready are
+pushed after the commit under ids derived from the workflow and step, so a repeated push is
+refused by Cloud Tasks as a duplicate; a push that fails makes the delivery answer 500, and
+the redelivery of the finished step pushes what is still unpushed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .. import conf, envelope, failures, signals
+from ..control import delete_task, get_task
+from ..exceptions import (
+    CloudTaskError,
+    MalformedEnvelope,
+    TaskAlreadyExists,
+    WorkflowNotFound,
+)
+from ..message import WORKFLOW_FIELD, new_call_id
+from ..models import Workflow, WorkflowStep
+from ..push import push
+from ..registry import registry
+from ..task_ids import make_task_id
+
+if TYPE_CHECKING:
+    from .canvas import Canvas
+
+logger = logging.getLogger("cloudtask")
+
+# The values of WorkflowStep.Status and .Kind (and Workflow.Status), as plain strings.
+PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, SKIPPED, REVOKED = (
+    "pending",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "skipped",
+    "revoked",
+)
+TASK, CHAIN, GROUP, ERRBACK = "task", "chain", "group", "errback"
+#: A step in one of these states has finished; a delivery of it runs nothing.
+FINISHED = (SUCCEEDED, FAILED, SKIPPED, REVOKED)
+#: Steps a failure skips and a revocation revokes: not started yet.
+NOT_STARTED = (PENDING, QUEUED)
+
+#: The steps waiting to be pushed by the push loop running in this context, if any: under
+#: ImmediateBackend a push runs the step at once, and its successors join this loop instead
+#: of nesting another, so a 1,000-step chain runs without recursion.
+_pushing: contextvars.ContextVar[deque[WorkflowStep] | None] = contextvars.ContextVar(
+    "cloudtask_workflow_pushing", default=None
+)
+
+
+class StepInputError(CloudTaskError, ValueError):
+    """A step's result cannot be given to the step after it (not JSON, too large)."""
+
+
+# --- Starting ---------------------------------------------------------------------------
+
+
+def start(canvas: Canvas) -> str:
+    """Store the workflow (in the caller's transaction) and push its first steps at commit."""
+    workflow_id = uuid.uuid4().hex
+    with transaction.atomic():
+        now = timezone.now()
+        Workflow.objects.create(id=workflow_id, description=canvas.describe()[:255])
+        root = _store(canvas, workflow_id)
+        ready = _start(root, _NOTHING, now)
+        _after_commit(lambda: push_steps(ready))
+    return workflow_id
+
+
+def _store(canvas: Canvas, workflow_id: str) -> WorkflowStep:
+    """Write one row per node of the tree, a level at a time; return the root's row."""
+    root = _row(canvas, workflow_id, "0", None, 0)
+    root.save()
+    level: list[tuple[Canvas, WorkflowStep]] = [(canvas, root)]
+    while level:
+        rows: list[WorkflowStep] = []
+        below: list[tuple[Canvas, WorkflowStep]] = []
+        for node, row in level:
+            for index, child in enumerate(getattr(node, "steps", ())):
+                rows.append(_row(child, workflow_id, f"{row.key}.{index}", row, index))
+                below.append((child, rows[-1]))
+            for index, errback in enumerate(node.errbacks):
+                rows.append(_row(errback, workflow_id, f"{row.key}.e{index}", row, index))
+                rows[-1].kind = ERRBACK
+        _save_all(rows)
+        level = below
+    return root
+
+
+def _row(
+    canvas: Canvas, workflow_id: str, key: str, parent: WorkflowStep | None, position: int
+) -> WorkflowStep:
+    row = WorkflowStep(
+        workflow_id=workflow_id,
+        key=key,
+        parent=parent,
+        position=position,
+        kind=canvas.kind,
+        call_id=new_call_id(),
+    )
+    task = getattr(canvas, "task", None)
+    if task is not None:
+        row.task, row.queue = task.name, task.queue or conf.get("QUEUE") or ""
+        row.args, row.kwargs = canvas.args, canvas.kwargs  # type: ignore[attr-defined]
+        row.immutable = canvas.immutable  # type: ignore[attr-defined]
+        row.countdown, row.eta = canvas.countdown, canvas.eta  # type: ignore[attr-defined]
+    return row
+
+
+def _save_all(rows: list[WorkflowStep]) -> None:
+    if connection.features.can_return_rows_from_bulk_insert:
+        WorkflowStep.objects.bulk_create(rows)
+    else:  # the children of these rows need their ids
+        for row in rows:
+            row.save()
+
+
+# --- Advancing --------------------------------------------------------------------------
+
+
+class _Nothing:
+    """What the first steps receive: no parent result at all (not even None)."""
+
+
+_NOTHING = _Nothing()
+
+
+def _start(step: WorkflowStep, value: Any, now: datetime) -> list[WorkflowStep]:
+    """Make ``step`` ready with ``value`` (its parent's result); return the calls to push."""
+    if step.kind == TASK:
+        step.status = QUEUED
+        if not isinstance(value, _Nothing) and not step.immutable:
+            _check_input(step, value)
+            step.has_input, step.input = True, value
+        step.save(update_fields=("status", "has_input", "input"))
+        return [step]
+    step.status, step.started_at = RUNNING, now
+    step.save(update_fields=("status", "started_at"))
+    children = list(step.children.exclude(kind=ERRBACK).order_by("position"))
+    if not children:  # an empty group: done at once, with no results
+        return _complete(step, [], now)
+    if step.kind == CHAIN:
+        return _start(children[0], value, now)
+    return [ready for child in children for ready in _start(child, value, now)]
+
+
+def _complete(step: WorkflowStep, result: Any, now: datetime) -> list[WorkflowStep]:
+    """Record ``step`` succeeded; start what follows it; return the calls to push."""
+    step.status, step.result, step.finished_at = SUCCEEDED, result, now
+    step.save(update_fields=("status", "result", "finished_at"))
+    parent = step.parent
+    if parent is None:
+        Workflow.objects.filter(pk=step.workflow_id).update(
+            status=SUCCEEDED, result=result, finished_at=now
+        )
+        return []
+    if parent.kind == CHAIN:
+        following = parent.children.filter(kind__in=_STEPS, position=step.position + 1).first()
+        if following is not None:
+            return _start(following, result, now)
+        return _complete(parent, result, now)
+    members = list(
+        parent.children.filter(kind__in=_STEPS).order_by("position").values_list("status", "result")
+    )
+    if all(status == SUCCEEDED for status, _ in members):
+        # Decided under the workflow's lock: exactly one member's transaction sees them all.
+        return _complete(parent, [result for _, result in members], now)
+    return []
+
+
+_STEPS = (TASK, CHAIN, GROUP)
+
+
+def _check_input(step: WorkflowStep, value: Any) -> None:
+    task = registry.get(step.task)
+    try:
+        task.check_received([value, *step.args], step.kwargs)
+        arguments = envelope.check_arguments(task.name, [value, *step.args], step.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise StepInputError(f"its result cannot be passed to {step.task}: {exc}") from None
+    if len(arguments) > conf.max_body_size():
+        raise StepInputError(
+            f"its result would make {step.task}'s body {len(arguments)} bytes, over the "
+            f"{conf.max_body_size()}-byte limit: store large data elsewhere and pass its key"
+        )
+
+
+# --- Deliveries -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """A delivery of a workflow step that is to run."""
+
+    workflow_id: str
+    key: str
+    call_id: str
+
+
+def reference(extra: dict[str, Any]) -> tuple[str, str] | None:
+    """Return the (workflow id, step key) a signed body names, None for a plain call."""
+    value = extra.get(WORKFLOW_FIELD)
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(part, str) and part for part in value)
+    ):
+        raise MalformedEnvelope("the body's workflow field must be [workflow id, step key]")
+    return value[0], value[1]
+
+
+def receive(ref: tuple[str, str], task_name: str, call_id: str) -> tuple[StepRun | None, str]:
+    """Claim a delivered step to run; return (run, "") or (None, why it does not run).
+
+    A step runs while it is queued or running (a retry); a finished, skipped or revoked one
+    is acknowledged without running, and a finished one pushes what it started and is still
+    unpushed (the push failed last time).
+    """
+    workflow_id, key = ref
+    steps = WorkflowStep.objects.filter(workflow_id=workflow_id, key=key)
+    claimed = steps.filter(task=task_name, call_id=call_id, status__in=(QUEUED, RUNNING)).update(
+        status=RUNNING,
+        attempts=F("attempts") + 1,
+        started_at=Coalesce(F("started_at"), timezone.now()),
+    )
+    if claimed:
+        return StepRun(workflow_id, key, call_id), ""
+    found = steps.values_list("task", "call_id", "status").first()
+    if found is None:
+        return None, "gone"  # pruned since: nothing to run
+    if found[:2] != (task_name, call_id):
+        raise MalformedEnvelope(
+            f"the body names step {key} of workflow {workflow_id}, another call"
+        )
+    status = found[2]
+    if status in (SUCCEEDED, FAILED):
+        push_unpushed(workflow_id)
+        return None, "duplicate"
+    return None, status  # skipped, revoked or pending
+
+
+def succeeded(run: StepRun, result: Any) -> None:
+    """Record the step's result and start what follows; push it after the commit.
+
+    A result that cannot be passed on (not JSON, too large) fails the step for good instead.
+    Raises what the push of a following step raised: the delivery answers 500 and its
+    redelivery pushes again.
+    """
+    try:
+        envelope.dumps(result)
+    except (TypeError, ValueError) as exc:
+        failed(run, StepInputError(f"its result is not JSON: {exc}"), "result-not-json")
+        return
+    ready: list[WorkflowStep] = []
+    with transaction.atomic():
+        now = timezone.now()
+        workflow, step = _locked(run)
+        if step is None or step.status != RUNNING:
+            return  # a concurrent delivery of the same step finished it first
+        if workflow.status != RUNNING or step.kind == ERRBACK:
+            # Revoked or failed meanwhile: the result is kept; nothing starts after it.
+            step.status, step.result, step.finished_at = SUCCEEDED, result, now
+            step.save(update_fields=("status", "result", "finished_at"))
+            return
+        try:
+            with transaction.atomic():
+                ready = _complete(step, result, now)
+        except StepInputError as exc:
+            step.refresh_from_db()
+            ready = _fail(workflow, step, exc, "result-not-accepted", now)
+        _after_commit(lambda: _finished(run.workflow_id), lambda: push_steps(ready))
+
+
+def retrying(run: StepRun, exc: BaseException) -> None:
+    """Note the error of an attempt that Cloud Tasks will retry; nothing advances."""
+    WorkflowStep.objects.filter(workflow_id=run.workflow_id, key=run.key).update(
+        error=error_text(exc)
+    )
+
+
+def failed(run: StepRun, exc: BaseException, reason: str) -> None:
+    """Fail the step for good: the workflow fails, pending steps are skipped, and each error
+    callback from the step outwards is pushed once."""
+    with transaction.atomic():
+        now = timezone.now()
+        workflow, step = _locked(run)
+        if step is None or step.status in FINISHED:
+            return
+        errbacks = _fail(workflow, step, exc, reason, now)
+        _after_commit(lambda: _finished(run.workflow_id), lambda: push_steps(errbacks))
+
+
+def _locked(run: StepRun) -> tuple[Workflow, WorkflowStep | None]:
+    workflow = lock(run.workflow_id)
+    step = WorkflowStep.objects.filter(workflow_id=run.workflow_id, key=run.key).first()
+    return workflow, step
+
+
+def lock(workflow_id: str) -> Workflow:
+    """Lock the workflow's row for the rest of the transaction and return it.
+
+    A write, not SELECT ... FOR UPDATE: on SQLite it takes the database's write lock before
+    anything is read, so two transactions never both read and then wait to write.
+    """
+    if not Workflow.objects.filter(pk=workflow_id).update(updated_at=timezone.now()):
+        raise WorkflowNotFound(workflow_id)
+    workflow: Workflow = Workflow.objects.get(pk=workflow_id)
+    return workflow
+
+
+def _fail(
+    workflow: Workflow, step: WorkflowStep, exc: BaseException, reason: str, now: datetime
+) -> list[WorkflowStep]:
+    error = error_text(exc)
+    step.status, step.error, step.finished_at = FAILED, error, now
+    step.save(update_fields=("status", "error", "finished_at"))
+    if step.kind == ERRBACK:
+        return []  # an error callback's own failure starts nothing more
+    path = _ancestors(step)
+    if workflow.status == RUNNING:
+        workflow.status, workflow.error, workflow.finished_at = (
+            FAILED,
+            f"step {step.key} ({step.task}) failed: {error}",
+            now,
+        )
+        workflow.save(update_fields=("status", "error", "finished_at"))
+        WorkflowStep.objects.filter(workflow=workflow, status__in=NOT_STARTED).exclude(
+            kind=ERRBACK
+        ).update(status=SKIPPED, finished_at=now)
+        WorkflowStep.objects.filter(pk__in=[node.pk for node in path[1:]]).update(
+            status=FAILED, finished_at=now
+        )
+    logger.error(
+        "workflow=%s step=%s task=%s status=failed reason=%s",
+        workflow.pk,
+        step.key,
+        step.task,
+        reason,
+    )
+    return _queue_errbacks(step, path, error)
+
+
+def error_text(exc: BaseException) -> str:
+    """Return how a step's error is stored and passed on: the exception's class and message."""
+    described = failures.describe(exc)
+    return f"{described['type'].rsplit('.', 1)[-1]}: {described['message']}"[:10000]
+
+
+def _ancestors(step: WorkflowStep) -> list[WorkflowStep]:
+    """Return ``step`` and the chains and groups it is in, from it outwards."""
+    path = [step]
+    while path[-1].parent_id is not None:
+        path.append(path[-1].parent)  # type: ignore[arg-type]
+    return path
+
+
+def _queue_errbacks(step: WorkflowStep, path: list[WorkflowStep], error: str) -> list[WorkflowStep]:
+    args, kwargs = _arguments(step)
+    given = {
+        "original_task_id": step.call_id,
+        "original_task_name": step.task,
+        "error": error,
+        "payload": {
+            "call_id": step.call_id,
+            "task": step.task,
+            "error": error,
+            "args": args,
+            "kwargs": kwargs,
+        },
+    }
+    queued = []
+    for node in path:  # from the failed step outwards; each callback is pushed once
+        pending = node.children.filter(kind=ERRBACK, status=PENDING)
+        for errback in pending.order_by("position"):
+            errback.status, errback.kwargs = QUEUED, {**errback.kwargs, **given}
+            errback.save(update_fields=("status", "kwargs"))
+            queued.append(errback)
+    return queued
+
+
+def _finished(workflow_id: str) -> None:
+    """Send ``workflow_finished`` if the workflow has just reached its end."""
+    found = Workflow.objects.filter(pk=workflow_id).values_list("status", "result", "error")
+    row = found.first()
+    if row is None or row[0] == RUNNING:
+        return
+    status, result, error = row
+    signals.send_workflow_finished(Workflow, workflow_id, status=status, result=result, error=error)
+
+
+# --- Pushing ----------------------------------------------------------------------------
+
+
+def push_steps(steps: Iterable[WorkflowStep]) -> None:
+    """Push ready steps in order; under ImmediateBackend, their successors join the loop."""
+    waiting = _pushing.get()
+    if waiting is not None:
+        waiting.extend(steps)
+        return
+    waiting = deque(steps)
+    token = _pushing.set(waiting)
+    error: Exception | None = None
+    try:
+        while waiting:
+            try:
+                _push_step(waiting.popleft())
+            except Exception as exc:
+                # The others are pushed still (a failed step's error callbacks, under
+                # ImmediateBackend); the first error is raised at the end.
+                error = error or exc
+    finally:
+        _pushing.reset(token)
+    if error is not None:
+        raise error
+
+
+def _push_step(step: WorkflowStep) -> None:
+    args, kwargs = _arguments(step)
+    call = registry.get(step.task)(*args, **kwargs)
+    task_id = step_task_id(step)
+    now = timezone.now()
+    eta = step.eta if step.eta is not None and step.eta > now else None
+    if step.countdown:
+        eta = now + timedelta(seconds=step.countdown)
+    try:
+        handle = push(
+            call,
+            eta=eta,
+            task_id=task_id,
+            call_id=step.call_id,
+            workflow=[step.workflow_id, step.key],
+        )
+        task_id, queue = handle.name, handle.queue
+    except TaskAlreadyExists:
+        queue = step.queue  # pushed before under this id: Cloud Tasks keeps one
+    WorkflowStep.objects.filter(pk=step.pk, pushed_at=None).update(
+        pushed_at=now, task_id=task_id, queue=queue
+    )
+
+
+def step_task_id(step: WorkflowStep) -> str:
+    """Return the Cloud Tasks id of a step's push: the same for every push of it."""
+    return make_task_id(f"wf-{step.workflow_id}-{step.key}-{step.generation}")
+
+
+def _arguments(step: WorkflowStep) -> tuple[list[Any], dict[str, Any]]:
+    args = [step.input, *step.args] if step.has_input else list(step.args)
+    return args, dict(step.kwargs)
+
+
+def push_unpushed(workflow_id: str) -> int:
+    """Push the queued steps of a workflow whose push never went through; return how many."""
+    steps = list(
+        WorkflowStep.objects.filter(
+            workflow_id=workflow_id, status=QUEUED, pushed_at=None
+        ).order_by("id")
+    )
+    push_steps(steps)
+    return len(steps)
+
+
+def _after_commit(*actions: Callable[[], None]) -> None:
+    """Run ``actions`` once the transaction commits, all of them even if one raises.
+
+    The first error is raised again: inside a delivery, it makes the answer a 500.
+    """
+
+    def run() -> None:
+        error: BaseException | None = None
+        for action in actions:
+            try:
+                action()
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+    transaction.on_commit(run)
+
+
+# --- Revoking and resuming --------------------------------------------------------------
+
+
+def revoke(workflow_id: str, reason: str = "revoked") -> bool:
+    """Revoke a running workflow; return False if it had already ended.
+
+    Under the workflow's lock, the steps not started become revoked; after the commit, those
+    already pushed are deleted from their queue (one already gone is fine). A step running
+    now records its result and starts nothing.
+    """
+    with transaction.atomic():
+        now = timezone.now()
+        workflow = lock(workflow_id)
+        if workflow.status != RUNNING:
+            return False
+        workflow.status, workflow.error, workflow.finished_at = (
+            REVOKED,
+            reason,
+            now,
+        )
+        workflow.save(update_fields=("status", "error", "finished_at"))
+        steps = WorkflowStep.objects.filter(workflow_id=workflow_id)
+        queued = list(
+            steps.filter(status=QUEUED).exclude(task_id="").values_list("queue", "task_id")
+        )
+        steps.filter(Q(status__in=NOT_STARTED) | Q(status=RUNNING, kind__in=_GROUPS)).update(
+            status=REVOKED, finished_at=now
+        )
+        _after_commit(lambda: _delete(queued), lambda: _finished(workflow_id))
+    return True
+
+
+_GROUPS = (CHAIN, GROUP)
+
+
+def _delete(tasks: list[tuple[str, str]]) -> None:
+    for queue, task_id in tasks:
+        try:
+            delete_task(queue, task_id, not_found_ok=True)
+        except CloudTaskError as exc:
+            # Not deleted (a backend without management): its delivery finds it revoked.
+            logger.info("workflow task=%s status=not-deleted reason=%s", task_id, exc)
+
+
+def resume(workflow_id: str) -> int:
+    """Push again the queued steps whose Cloud Task is gone; return how many were pushed.
+
+    For a workflow whose pushes were lost (a queue purged, a task deleted by hand): each is
+    pushed under a new id, as Cloud Tasks keeps a deleted task's id for a while.
+    """
+    lock_free = Workflow.objects.filter(pk=workflow_id).values_list("status", flat=True).first()
+    if lock_free is None:
+        raise WorkflowNotFound(workflow_id)
+    gone = []
+    for step in WorkflowStep.objects.filter(workflow_id=workflow_id, status=QUEUED):
+        if step.pushed_at is not None:
+            try:
+                get_task(step.queue, step.task_id)
+                continue  # still in its queue
+            except CloudTaskError:
+                pass
+        WorkflowStep.objects.filter(pk=step.pk).update(
+            generation=F("generation") + 1, pushed_at=None
+        )
+        step.generation += 1
+        gone.append(step)
+    push_steps(gone)
+    return len(gone)
