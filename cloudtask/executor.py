@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from django.core.signals import got_request_exception
+from django.db import DatabaseError
 
 from . import conf, envelope, failures, options, queues, signals, signing, tracing
 from .backends.loading import get_backend
@@ -117,6 +118,8 @@ def deliver(
         return refuse(exc) if data is None else refuse(exc, task=data.task_name, call_id=data.id)
     except ConfigurationError as exc:
         return misconfigured(exc)
+    except DatabaseError as exc:
+        return _database_busy(data, exc)
     if not_run:
         return _step_not_run(data, not_run)
     request = CloudTaskRequest.from_meta(
@@ -132,6 +135,13 @@ def deliver(
     if EXPIRES_FIELD in data.extra and execution.is_expired():
         return execution.expired()
     return execution.run(raise_exceptions)
+
+
+def _database_busy(data: Envelope | None, exc: DatabaseError) -> Outcome:
+    """Answer 503 when a workflow step cannot be claimed now: Cloud Tasks delivers it again."""
+    name, call_id = (data.task_name, data.id) if data is not None else ("-", "-")
+    logger.warning("task=%s id=%s status=database-unavailable error=%s", name, call_id, exc)
+    return _answer(503, {"status": "error", "error": "database-unavailable"})
 
 
 def _step_not_run(data: Envelope, why: str) -> Outcome:
