@@ -215,14 +215,21 @@ class TaskCall(Generic[R]):
         self._audience = options.check_audience(value, "TaskCall.audience")
 
     def delay(
-        self, *, name: str | None = None, unique: bool = False, expires: Expires | None = None
+        self,
+        *,
+        name: str | None = None,
+        unique: bool = False,
+        expires: Expires | None = None,
+        revocable: bool = False,
     ) -> TaskHandle:
         """Push the call to its queue now; ``unique`` appends a random suffix to the name.
 
         ``expires`` (an aware datetime, or seconds / a timedelta after the push): a delivery
         after that moment is acknowledged without running. The task's ``expires`` otherwise.
+        ``revocable=True`` stores the call (a one-step workflow) so that
+        ``cloudtask.workflows.revoke_workflow(handle.call_id)`` can stop it before it runs.
         """
-        return self._push(eta=None, name=name, unique=unique, expires=expires)
+        return self._push(eta=None, name=name, unique=unique, expires=expires, revocable=revocable)
 
     @overload
     def push(
@@ -283,14 +290,15 @@ class TaskCall(Generic[R]):
         name: str | None = None,
         unique: bool = False,
         expires: Expires | None = None,
+        revocable: bool = False,
     ) -> TaskHandle:
         """Push the call to run at ``at`` or ``countdown`` (seconds or timedelta) from now.
 
-        ``expires`` must fall after that time (see :meth:`delay`).
+        ``expires`` must fall after that time; ``revocable`` as for :meth:`delay`.
         """
         self.consume()
         eta = options.schedule_time(at=at, countdown=countdown)
-        return self._push(eta=eta, name=name, unique=unique, expires=expires)
+        return self._push(eta=eta, name=name, unique=unique, expires=expires, revocable=revocable)
 
     def execute(self) -> R:
         """Run the function now, in this process, as a task would run."""
@@ -303,12 +311,40 @@ class TaskCall(Generic[R]):
         return self.execute()
 
     def _push(
-        self, *, eta: datetime | None, name: str | None, unique: bool, expires: Expires | None
+        self,
+        *,
+        eta: datetime | None,
+        name: str | None,
+        unique: bool,
+        expires: Expires | None,
+        revocable: bool = False,
     ) -> TaskHandle:
         self.consume()  # pushed, or tried: a failed push raises where it was made
+        if revocable:
+            return self._push_revocable(eta, name, unique, expires)
         lifetime = options.check_expires(expires)
         task_id = task_ids.task_id_for(self, name, unique)
         return push(self, eta=eta, task_id=task_id, expires=lifetime)
+
+    def _push_revocable(
+        self, eta: datetime | None, name: str | None, unique: bool, expires: Expires | None
+    ) -> TaskHandle:
+        if name is not None or unique or expires is not None:
+            raise TypeError(
+                f"{self.task.name}: revocable=True cannot be combined with name=, unique= or "
+                "expires=: a revocable call is named after its stored step."
+            )
+        task = self.task
+        if (self._url, self._headers, self._audience) != (task.url, task.headers, task.audience):
+            raise TypeError(
+                f"{self.task.name}: a revocable call is pushed with its task's own url, "
+                "headers and audience; set them on the task (@task(...) or .using())."
+            )
+        # The engine needs the models, which ``import cloudtask`` must not load.
+        from .workflows.engine import start_call
+
+        args, kwargs = self.arguments
+        return start_call(self.task, args, kwargs, eta)
 
 
 def _caller() -> tuple[str, int]:

@@ -35,11 +35,12 @@ from ..exceptions import (
 )
 from ..message import WORKFLOW_FIELD, new_call_id
 from ..models import Workflow, WorkflowStep
-from ..push import push
+from ..push import TaskHandle, push
 from ..registry import registry
 from ..task_ids import make_task_id
 
 if TYPE_CHECKING:
+    from ..task import Task
     from .canvas import Canvas
 
 logger = logging.getLogger("cloudtask")
@@ -85,6 +86,33 @@ def start(canvas: Canvas) -> str:
         ready = _start(root, _NOTHING, now)
         _after_commit(lambda: push_steps(ready))
     return workflow_id
+
+
+def start_call(
+    task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any], eta: datetime | None
+) -> TaskHandle:
+    """Store one call as a one-step workflow and push it at commit: it can be revoked by its
+    call id until it runs (``.delay(revocable=True)``)."""
+    workflow_id = uuid.uuid4().hex
+    with transaction.atomic():
+        Workflow.objects.create(id=workflow_id, description=task.name[:255])
+        row = WorkflowStep(
+            workflow_id=workflow_id,
+            key="0",
+            kind=TASK,
+            task=task.name,
+            args=args,
+            kwargs=kwargs,
+            call_id=new_call_id(),
+            queue=task.queue or conf.get("QUEUE") or "",
+            eta=eta,
+        )
+        row.save()
+        ready = _start(row, _NOTHING, timezone.now())
+        _after_commit(lambda: push_steps(ready))
+    return TaskHandle(
+        name=step_task_id(row), queue=row.queue, eta=eta, task=task.name, call_id=row.call_id
+    )
 
 
 def _store(canvas: Canvas, workflow_id: str) -> WorkflowStep:

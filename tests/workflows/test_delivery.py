@@ -194,3 +194,23 @@ def test_the_emulator_delivers_a_chain_with_the_real_client(
     names = [request.task.name for request in emulator.created()]
     assert len(names) == 2
     assert all("-wf-" in name for name in names)  # ids derived from workflow and step
+
+
+def test_a_revocable_call_is_revoked_by_its_call_id() -> None:
+    with capture_tasks() as captured:
+        handle = tasks.passes_on(5).delay(revocable=True)
+        kept = tasks.passes_on(6).schedule(countdown=60, revocable=True)
+        assert revoke_workflow(handle.call_id) is True
+        answers = captured.run_all()
+    assert [c.name for c in captured] == [handle.name, kept.name]
+    assert [a.json()["status"] for a in answers] == ["skipped", "success"]
+    assert called("passes_on") == [6]
+
+
+def test_revocable_refuses_what_it_cannot_keep() -> None:
+    with pytest.raises(TypeError, match="cannot be combined with name="):
+        tasks.passes_on(5).delay(revocable=True, name="nightly")
+    call = tasks.passes_on(5)
+    call.url = "https://elsewhere.example.com/_tasks/"
+    with pytest.raises(TypeError, match="task's own url"):
+        call.delay(revocable=True)
