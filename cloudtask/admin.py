@@ -1,5 +1,5 @@
-"""Admin for the local queue (run, retry, delete tasks; pause and purge queues), results and
-periodic tasks (pause, resume, run now).
+"""Admin for the local queue (run, retry, delete tasks; pause and purge queues), results,
+periodic tasks (pause, resume, run now) and workflows (their steps; revoke).
 
 Every page lists newest first; detail pages are read-only (tasks and results are written by
 code, never typed in). A call shows as the call it is, ``add(a=2, b=3)``, with its raw JSON
@@ -22,19 +22,21 @@ from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from . import conf, envelope
 from .backends.local import store
 from .backends.management import redact
 from .exceptions import CloudTaskError, MalformedEnvelope
-from .models import LocalQueue, LocalTask, LocalWorker, Schedule, TaskResult
+from .models import LocalQueue, LocalTask, LocalWorker, Schedule, TaskResult, Workflow, WorkflowStep
 from .registry import registry
 from .schedules import local as local_schedules
 from .schedules import manage as schedule_manager
 from .schedules.declare import history_prefix
 from .schedules.records import ScheduleInfo
+from .workflows import revoke_workflow
+from .workflows.handle import tree_order
 
 if TYPE_CHECKING:
     TaskAdminBase = admin.ModelAdmin[LocalTask]
@@ -382,3 +384,137 @@ class ScheduleAdmin(ReadOnlyAdmin):
     @admin.action(description="Run selected schedules now", permissions=["manage"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         self._each(request, queryset, schedule_manager.run_schedule, "started")
+
+
+#: The columns of a workflow's steps table.
+_STEP_COLUMNS = ("key", "kind", "task", "status", "attempts", "call id", "error", "result")
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(ReadOnlyAdmin):
+    """Workflows: read-only, with their steps in tree order; running ones can be revoked.
+
+    The search finds a workflow by its id, or by the call id or task of one of its steps.
+    """
+
+    list_display = ("id", "status", "description", "created_at", "finished_at")
+    list_filter = ("status",)
+    # Across the steps: Django makes the results distinct for a search through a relation.
+    search_fields = ("id", "steps__call_id", "steps__task")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-id")
+    actions = ("revoke",)
+    fields = (
+        ("id", "status"),
+        "description",
+        "result_json",
+        "error_text",
+        ("created_at", "updated_at", "finished_at"),
+        "steps_table",
+    )
+    readonly_fields = _flat(fields)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # cloudtask_workflows prune and cloudtask_prune remove ended ones
+
+    @admin.display(description="result")
+    def result_json(self, row: Workflow) -> SafeString | str:
+        return _pre(_json_text(row.result)) if row.status == "succeeded" else "-"
+
+    @admin.display(description="error")
+    def error_text(self, row: Workflow) -> SafeString | str:
+        return _pre(row.error)
+
+    @admin.display(description="steps")
+    def steps_table(self, row: Workflow) -> SafeString:
+        """Every node of the workflow (chains and groups too), in tree order."""
+        steps = sorted(row.steps.all(), key=lambda step: tree_order(step.key))
+        cells = (
+            (
+                step.key,
+                step.get_kind_display(),
+                step.task or "-",
+                step.status,
+                step.attempts,
+                step.call_id if step.kind in ("task", "errback") else "-",
+                step.error or "-",
+                _json_text(step.result) if step.status == "succeeded" else "-",
+            )
+            for step in steps
+        )
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            '<td><pre style="white-space: pre-wrap; margin: 0">{}</pre></td>'
+            '<td><code style="white-space: pre-wrap">{}</code></td></tr>',
+            cells,
+        )
+        head = format_html_join("", "<th>{}</th>", ((name,) for name in _STEP_COLUMNS))
+        return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, rows)
+
+    @admin.action(description="Revoke selected workflows", permissions=["manage"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[Workflow]) -> None:
+        revoked = ended = 0
+        for workflow_id in queryset.values_list("id", flat=True):
+            try:
+                done = revoke_workflow(workflow_id)
+            except CloudTaskError as exc:
+                self.message_user(
+                    request, f"{workflow_id}: {exc}", messages.ERROR, fail_silently=True
+                )
+                continue
+            revoked, ended = revoked + done, ended + (not done)
+        self.message_user(
+            request,
+            f"{revoked} workflow(s) revoked; {ended} had already ended.",
+            fail_silently=True,
+        )
+
+
+@admin.register(WorkflowStep)
+class WorkflowStepAdmin(ReadOnlyAdmin):
+    """Workflow steps across workflows: find a call by its id, list the failed ones."""
+
+    list_display = ("call_id", "task", "kind", "status", "attempts", "workflow_link", "key")
+    list_filter = ("status", "kind")
+    search_fields = ("call_id", "task", "workflow__id")
+    ordering = ("-workflow__created_at", "-id")
+    list_select_related = ("workflow",)
+    fields = (
+        ("workflow_link", "key", "kind"),
+        "call",
+        ("status", "attempts", "immutable"),
+        "result_json",
+        "error_text",
+        ("call_id", "queue", "task_id", "generation"),
+        ("countdown", "eta"),
+        ("pushed_at", "started_at", "finished_at"),
+    )
+    readonly_fields = _flat(fields)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # deleted with their workflow
+
+    @admin.display(description="workflow", ordering="workflow")
+    def workflow_link(self, row: WorkflowStep) -> SafeString:
+        url = reverse("admin:cloudtask_workflow_change", args=(row.workflow_id,))
+        return format_html('<a href="{}">{}</a>', url, row.workflow_id)
+
+    @admin.display(description="call")
+    def call(self, row: WorkflowStep) -> str:
+        if not row.task:
+            return "-"  # a chain or a group
+        args = [row.input, *row.args] if row.has_input else row.args
+        return call_text(row.task, args, row.kwargs)
+
+    @admin.display(description="result")
+    def result_json(self, row: WorkflowStep) -> SafeString | str:
+        return _pre(_json_text(row.result)) if row.status == "succeeded" else "-"
+
+    @admin.display(description="error")
+    def error_text(self, row: WorkflowStep) -> SafeString | str:
+        return _pre(row.error)

@@ -1,4 +1,5 @@
-"""``manage.py cloudtask_prune --older-than 7d``: delete stored results older than a duration."""
+"""``manage.py cloudtask_prune --older-than 7d``: delete stored results, and ended workflows,
+older than a duration."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
+
+from .cloudtask_workflows import prune_workflows
 
 _DURATION_RE = re.compile(r"(\d+)([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -25,7 +28,10 @@ def parse_duration(text: str) -> timedelta:
 
 
 class Command(BaseCommand):
-    help = "Delete stored task results created longer ago than --older-than."
+    help = (
+        "Delete stored task results created longer ago than --older-than, and the workflows "
+        "(with their steps) that ended longer ago than that; running workflows are kept."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -39,11 +45,14 @@ class Command(BaseCommand):
         from cloudtask.models import TaskResult
 
         cutoff = timezone.now() - parse_duration(options["older_than"])
+        when = f"{cutoff:%Y-%m-%d %H:%M:%S%z}"
         old = TaskResult.objects.filter(created_at__lt=cutoff)
         if options["dry_run"]:
-            self.stdout.write(
-                f"would delete {old.count()} results created before {cutoff:%Y-%m-%d %H:%M:%S%z}"
-            )
+            self.stdout.write(f"would delete {old.count()} results created before {when}")
+            workflows = prune_workflows(cutoff, dry_run=True)
+            self.stdout.write(f"would delete {workflows} workflows that ended before {when}")
             return
         deleted, _ = old.delete()
-        self.stdout.write(f"deleted {deleted} results created before {cutoff:%Y-%m-%d %H:%M:%S%z}")
+        self.stdout.write(f"deleted {deleted} results created before {when}")
+        workflows = prune_workflows(cutoff)
+        self.stdout.write(f"deleted {workflows} workflows that ended before {when}")
