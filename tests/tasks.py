@@ -262,3 +262,9 @@ def fails_for_good(request: CloudTaskRequest, *args: Any) -> None:
 def report_error(request: CloudTaskRequest, *, label: str = "", **given: Any) -> None:
     """A workflow's error callback: records what it was given."""
     calls.append(("report_error", {"label": label, **given}))
+
+
+@task
+def repeat(request: CloudTaskRequest, text: str, times: int) -> str:
+    """Returns ``text`` ``times`` times: a result larger than the call (workflow tests)."""
+    return text * times
