@@ -84,7 +84,7 @@ def start(canvas: Canvas) -> str:
         Workflow.objects.create(id=workflow_id, description=canvas.describe()[:255])
         root = _store(canvas, workflow_id)
         ready = _start(root, _NOTHING, now)
-        _after_commit(lambda: push_steps(ready))
+        _after_commit(lambda: push_steps(ready), _end_of(workflow_id))  # an empty group ends
     return workflow_id
 
 
@@ -318,7 +318,7 @@ def succeeded(run: StepRun, result: Any) -> None:
         except StepInputError as exc:
             step.refresh_from_db()
             ready = _fail(workflow, step, exc, "result-not-accepted", now)
-        _after_commit(lambda: _finished(run.workflow_id), lambda: push_steps(ready))
+        _after_commit(_end_of(run.workflow_id), lambda: push_steps(ready))
 
 
 def retrying(run: StepRun, exc: BaseException) -> None:
@@ -336,8 +336,10 @@ def failed(run: StepRun, exc: BaseException, reason: str) -> None:
         workflow, step = _locked(run)
         if step is None or step.status in FINISHED:
             return
+        was_running = workflow.status == RUNNING
         errbacks = _fail(workflow, step, exc, reason, now)
-        _after_commit(lambda: _finished(run.workflow_id), lambda: push_steps(errbacks))
+        announce = _end_of(run.workflow_id) if was_running else _nothing
+        _after_commit(announce, lambda: push_steps(errbacks))
 
 
 def _locked(run: StepRun) -> tuple[Workflow, WorkflowStep | None]:
@@ -428,14 +430,27 @@ def _queue_errbacks(step: WorkflowStep, path: list[WorkflowStep], error: str) ->
     return queued
 
 
-def _finished(workflow_id: str) -> None:
-    """Send ``workflow_finished`` if the workflow has just reached its end."""
-    found = Workflow.objects.filter(pk=workflow_id).values_list("status", "result", "error")
-    row = found.first()
-    if row is None or row[0] == RUNNING:
-        return
-    status, result, error = row
-    signals.send_workflow_finished(Workflow, workflow_id, status=status, result=result, error=error)
+def _end_of(workflow_id: str) -> Callable[[], None]:
+    """Return what sends ``workflow_finished`` after the commit, if the workflow has ended.
+
+    Called under the workflow's lock by a transaction that found it running, so exactly one
+    transaction ends it and the signal is sent once.
+    """
+    if Workflow.objects.filter(pk=workflow_id, status=RUNNING).exists():
+        return _nothing
+
+    def send() -> None:
+        found = Workflow.objects.filter(pk=workflow_id).values_list("status", "result", "error")
+        for status, result, error in found:
+            signals.send_workflow_finished(
+                Workflow, workflow_id, status=status, result=result, error=error
+            )
+
+    return send
+
+
+def _nothing() -> None:
+    pass
 
 
 # --- Pushing ----------------------------------------------------------------------------
@@ -556,7 +571,7 @@ def revoke(workflow_id: str, reason: str = "revoked") -> bool:
         steps.filter(Q(status__in=NOT_STARTED) | Q(status=RUNNING, kind__in=_GROUPS)).update(
             status=REVOKED, finished_at=now
         )
-        _after_commit(lambda: _delete(queued), lambda: _finished(workflow_id))
+        _after_commit(lambda: _delete(queued), _end_of(workflow_id))
     return True
 
 

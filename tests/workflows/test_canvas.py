@@ -181,7 +181,7 @@ def test_delays_past_thirty_days_or_naive_are_refused_when_built() -> None:
         tasks.add.s(a=1).set(eta=datetime(2030, 1, 1))  # naive, on purpose
 
 
-def test_workflow_finished_is_sent_once_with_the_result() -> None:
+def test_workflow_finished_is_sent_once_whatever_ends_it() -> None:
     finished: list[dict[str, Any]] = []
 
     def record(sender: Any, **kwargs: Any) -> None:
@@ -190,9 +190,19 @@ def test_workflow_finished_is_sent_once_with_the_result() -> None:
     signals.workflow_finished.connect(record)
     try:
         handle = (tasks.add.s(a=1, b=1) | tasks.add.s(b=1)).delay()
+        with capture_tasks() as captured:
+            failing = group(tasks.fails_for_good.s(1), tasks.fails_for_good.s(2)).delay()
+            captured.run_all()
+            revoked = (tasks.add.s(a=1, b=1) | tasks.add.s(b=1)).delay()
+            revoked.revoke()
+            revoked.revoke()
     finally:
         signals.workflow_finished.disconnect(record)
-    assert finished == [{"workflow_id": handle.id, "status": "succeeded", "result": 3}]
+    assert finished == [
+        {"workflow_id": handle.id, "status": "succeeded", "result": 3},
+        {"workflow_id": failing.id, "status": "failed", "result": None},
+        {"workflow_id": revoked.id, "status": "revoked", "result": None},
+    ]
 
 
 def test_a_repeated_push_of_a_step_is_refused_by_its_id_and_counts_as_pushed() -> None:
@@ -219,3 +229,8 @@ def test_revoking_deletes_the_queued_tasks_from_the_local_queue() -> None:
         assert list(LocalTask.objects.values_list("status", flat=True)) == ["queued"] * 2
         assert handle.revoke() is True
     assert list(LocalTask.objects.values_list("status", flat=True)) == ["deleted"] * 2
+
+
+def test_an_empty_group_ends_at_once_with_no_results() -> None:
+    handle = group().delay()
+    assert (handle.status, handle.result()) == ("succeeded", [])
