@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/endpoint.py
 	$(BIN)/python benchmarks/oidc.py
 	$(BIN)/python benchmarks/push.py
+	$(BIN)/python benchmarks/workflows.py
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/local.py
 	# On PostgreSQL (Debian's packages), with 1 and 4 workers per side.
