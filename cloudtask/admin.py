@@ -492,7 +492,7 @@ class WorkflowStepAdmin(ReadOnlyAdmin):
         "error_text",
         ("call_id", "queue", "task_id", "generation"),
         ("countdown", "eta"),
-        ("pushed_at", "started_at", "finished_at"),
+        ("started_at", "finished_at"),
     )
     readonly_fields = _flat(fields)
 

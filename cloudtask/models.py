@@ -330,18 +330,19 @@ class WorkflowStep(models.Model):
     call_id = models.CharField(max_length=32, db_index=True)
     queue = models.CharField(max_length=100, blank=True)
     task_id = models.CharField(
-        max_length=500, blank=True, help_text="Its Cloud Tasks id, once pushed."
+        max_length=500,
+        blank=True,
+        help_text="Its Cloud Tasks id, from the workflow, the step and the generation.",
     )
     generation = models.PositiveIntegerField(
         default=0, help_text="Bumped by resume, so a re-push gets a new Cloud Tasks id."
     )
-    pushed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ("workflow", "id")
+        ordering = ("id",)
         verbose_name = "workflow step"
         constraints = (
             models.UniqueConstraint(fields=("workflow", "key"), name="cloudtask_step_key"),

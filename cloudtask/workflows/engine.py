@@ -11,12 +11,13 @@ the redelivery of the finished step pushes what is still unpushed.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,21 @@ class StepInputError(CloudTaskError, ValueError):
     """A step's result cannot be given to the step after it (not JSON, too large)."""
 
 
+@dataclass
+class Progress:
+    """What one transaction did to a workflow: the steps it made ready, whether it ended it."""
+
+    ready: list[WorkflowStep] = field(default_factory=list)
+    ended: bool = False
+
+    def after_commit(self, workflow_id: str) -> None:
+        """Push the ready steps and announce the end once the transaction commits."""
+        actions = [lambda: push_steps(self.ready)]
+        if self.ended:
+            actions.insert(0, lambda: _announce(workflow_id))
+        _after_commit(*actions)
+
+
 # --- Starting ---------------------------------------------------------------------------
 
 
@@ -83,8 +99,9 @@ def start(canvas: Canvas) -> str:
         now = timezone.now()
         Workflow.objects.create(id=workflow_id, description=canvas.describe()[:255])
         root = _store(canvas, workflow_id)
-        ready = _start(root, _NOTHING, now)
-        _after_commit(lambda: push_steps(ready), _end_of(workflow_id))  # an empty group ends
+        progress = Progress()
+        _start(root, _NOTHING, now, progress)
+        progress.after_commit(workflow_id)  # an empty group has ended already
     return workflow_id
 
 
@@ -108,10 +125,11 @@ def start_call(
             eta=eta,
         )
         row.save()
-        ready = _start(row, _NOTHING, timezone.now())
-        _after_commit(lambda: push_steps(ready))
+        progress = Progress()
+        _start(row, _NOTHING, timezone.now(), progress)
+        progress.after_commit(workflow_id)
     return TaskHandle(
-        name=step_task_id(row), queue=row.queue, eta=eta, task=task.name, call_id=row.call_id
+        name=row.task_id, queue=row.queue, eta=eta, task=task.name, call_id=row.call_id
     )
 
 
@@ -173,27 +191,30 @@ class _Nothing:
 _NOTHING = _Nothing()
 
 
-def _start(step: WorkflowStep, value: Any, now: datetime) -> list[WorkflowStep]:
-    """Make ``step`` ready with ``value`` (its parent's result); return the calls to push."""
+def _start(step: WorkflowStep, value: Any, now: datetime, progress: Progress) -> None:
+    """Make ``step`` ready with ``value`` (its parent's result); note the calls to push."""
     if step.kind == TASK:
-        step.status = QUEUED
+        step.status, step.task_id = QUEUED, step_task_id(step)
         if not isinstance(value, _Nothing) and not step.immutable:
             _check_input(step, value)
             step.has_input, step.input = True, value
-        step.save(update_fields=("status", "has_input", "input"))
-        return [step]
+        step.save(update_fields=("status", "task_id", "has_input", "input"))
+        progress.ready.append(step)
+        return
     step.status, step.started_at = RUNNING, now
     step.save(update_fields=("status", "started_at"))
-    children = list(step.children.exclude(kind=ERRBACK).order_by("position"))
+    children = list(step.children.filter(kind__in=_STEPS).order_by("position"))
     if not children:  # an empty group: done at once, with no results
-        return _complete(step, [], now)
-    if step.kind == CHAIN:
-        return _start(children[0], value, now)
-    return [ready for child in children for ready in _start(child, value, now)]
+        _complete(step, [], now, progress)
+    elif step.kind == CHAIN:
+        _start(children[0], value, now, progress)
+    else:
+        for child in children:
+            _start(child, value, now, progress)
 
 
-def _complete(step: WorkflowStep, result: Any, now: datetime) -> list[WorkflowStep]:
-    """Record ``step`` succeeded; start what follows it; return the calls to push."""
+def _complete(step: WorkflowStep, result: Any, now: datetime, progress: Progress) -> None:
+    """Record ``step`` succeeded and start what follows it."""
     step.status, step.result, step.finished_at = SUCCEEDED, result, now
     step.save(update_fields=("status", "result", "finished_at"))
     parent = step.parent
@@ -201,19 +222,23 @@ def _complete(step: WorkflowStep, result: Any, now: datetime) -> list[WorkflowSt
         Workflow.objects.filter(pk=step.workflow_id).update(
             status=SUCCEEDED, result=result, finished_at=now
         )
-        return []
+        progress.ended = True
+        return
     if parent.kind == CHAIN:
-        following = parent.children.filter(kind__in=_STEPS, position=step.position + 1).first()
-        if following is not None:
-            return _start(following, result, now)
-        return _complete(parent, result, now)
+        following = list(
+            parent.children.filter(kind__in=_STEPS, position=step.position + 1).order_by()
+        )
+        if following:
+            _start(following[0], result, now, progress)
+        else:
+            _complete(parent, result, now, progress)
+        return
     members = list(
         parent.children.filter(kind__in=_STEPS).order_by("position").values_list("status", "result")
     )
     if all(status == SUCCEEDED for status, _ in members):
         # Decided under the workflow's lock: exactly one member's transaction sees them all.
-        return _complete(parent, [result for _, result in members], now)
-    return []
+        _complete(parent, [result for _, result in members], now, progress)
 
 
 _STEPS = (TASK, CHAIN, GROUP)
@@ -284,7 +309,10 @@ def receive(ref: tuple[str, str], task_name: str, call_id: str) -> tuple[StepRun
         )
     status = found[2]
     if status in (SUCCEEDED, FAILED):
-        push_unpushed(workflow_id)
+        # Its successors, or error callbacks, may not have been pushed (the push failed and
+        # the delivery answered 500): push the queued steps again; those that were pushed
+        # are refused by their id.
+        push_queued(workflow_id)
         return None, "duplicate"
     return None, status  # skipped, revoked or pending
 
@@ -301,24 +329,24 @@ def succeeded(run: StepRun, result: Any) -> None:
     except (TypeError, ValueError) as exc:
         failed(run, StepInputError(f"its result is not JSON: {exc}"), "result-not-json")
         return
-    ready: list[WorkflowStep] = []
     with transaction.atomic():
         now = timezone.now()
-        workflow, step = _locked(run)
+        step = _locked(run)
         if step is None or step.status != RUNNING:
             return  # a concurrent delivery of the same step finished it first
-        if workflow.status != RUNNING or step.kind == ERRBACK:
+        if step.workflow.status != RUNNING or step.kind == ERRBACK:
             # Revoked or failed meanwhile: the result is kept; nothing starts after it.
             step.status, step.result, step.finished_at = SUCCEEDED, result, now
             step.save(update_fields=("status", "result", "finished_at"))
             return
+        progress = Progress()
         try:
             with transaction.atomic():
-                ready = _complete(step, result, now)
+                _complete(step, result, now, progress)
         except StepInputError as exc:
             step.refresh_from_db()
-            ready = _fail(workflow, step, exc, "result-not-accepted", now)
-        _after_commit(_end_of(run.workflow_id), lambda: push_steps(ready))
+            progress = _fail(step, exc, "result-not-accepted", now)
+        progress.after_commit(run.workflow_id)
 
 
 def retrying(run: StepRun, exc: BaseException) -> None:
@@ -333,43 +361,42 @@ def failed(run: StepRun, exc: BaseException, reason: str) -> None:
     callback from the step outwards is pushed once."""
     with transaction.atomic():
         now = timezone.now()
-        workflow, step = _locked(run)
+        step = _locked(run)
         if step is None or step.status in FINISHED:
             return
-        was_running = workflow.status == RUNNING
-        errbacks = _fail(workflow, step, exc, reason, now)
-        announce = _end_of(run.workflow_id) if was_running else _nothing
-        _after_commit(announce, lambda: push_steps(errbacks))
+        _fail(step, exc, reason, now).after_commit(run.workflow_id)
 
 
-def _locked(run: StepRun) -> tuple[Workflow, WorkflowStep | None]:
-    workflow = lock(run.workflow_id)
-    step = WorkflowStep.objects.filter(workflow_id=run.workflow_id, key=run.key).first()
-    return workflow, step
+def _locked(run: StepRun) -> WorkflowStep | None:
+    """Lock the run's workflow; return its step, with the workflow and parent rows."""
+    lock(run.workflow_id)
+    steps = WorkflowStep.objects.select_related("workflow", "parent").order_by()
+    found = list(steps.filter(workflow_id=run.workflow_id, key=run.key))
+    return found[0] if found else None
 
 
-def lock(workflow_id: str) -> Workflow:
-    """Lock the workflow's row for the rest of the transaction and return it.
+def lock(workflow_id: str) -> None:
+    """Lock the workflow's row for the rest of the transaction.
 
     A write, not SELECT ... FOR UPDATE: on SQLite it takes the database's write lock before
     anything is read, so two transactions never both read and then wait to write.
     """
     if not Workflow.objects.filter(pk=workflow_id).update(updated_at=timezone.now()):
         raise WorkflowNotFound(workflow_id)
-    workflow: Workflow = Workflow.objects.get(pk=workflow_id)
-    return workflow
 
 
-def _fail(
-    workflow: Workflow, step: WorkflowStep, exc: BaseException, reason: str, now: datetime
-) -> list[WorkflowStep]:
+def _fail(step: WorkflowStep, exc: BaseException, reason: str, now: datetime) -> Progress:
+    """Fail ``step`` for good; the workflow too if it was running. Queue error callbacks."""
     error = error_text(exc)
     step.status, step.error, step.finished_at = FAILED, error, now
     step.save(update_fields=("status", "error", "finished_at"))
+    progress = Progress()
     if step.kind == ERRBACK:
-        return []  # an error callback's own failure starts nothing more
+        return progress  # an error callback's own failure starts nothing more
     path = _ancestors(step)
+    workflow = step.workflow
     if workflow.status == RUNNING:
+        progress.ended = True
         workflow.status, workflow.error, workflow.finished_at = (
             FAILED,
             f"step {step.key} ({step.task}) failed: {error}",
@@ -389,7 +416,8 @@ def _fail(
         step.task,
         reason,
     )
-    return _queue_errbacks(step, path, error)
+    progress.ready = _queue_errbacks(step, path, error)
+    return progress
 
 
 def error_text(exc: BaseException) -> str:
@@ -425,32 +453,19 @@ def _queue_errbacks(step: WorkflowStep, path: list[WorkflowStep], error: str) ->
         pending = node.children.filter(kind=ERRBACK, status=PENDING)
         for errback in pending.order_by("position"):
             errback.status, errback.kwargs = QUEUED, {**errback.kwargs, **given}
-            errback.save(update_fields=("status", "kwargs"))
+            errback.task_id = step_task_id(errback)
+            errback.save(update_fields=("status", "kwargs", "task_id"))
             queued.append(errback)
     return queued
 
 
-def _end_of(workflow_id: str) -> Callable[[], None]:
-    """Return what sends ``workflow_finished`` after the commit, if the workflow has ended.
-
-    Called under the workflow's lock by a transaction that found it running, so exactly one
-    transaction ends it and the signal is sent once.
-    """
-    if Workflow.objects.filter(pk=workflow_id, status=RUNNING).exists():
-        return _nothing
-
-    def send() -> None:
-        found = Workflow.objects.filter(pk=workflow_id).values_list("status", "result", "error")
-        for status, result, error in found:
-            signals.send_workflow_finished(
-                Workflow, workflow_id, status=status, result=result, error=error
-            )
-
-    return send
-
-
-def _nothing() -> None:
-    pass
+def _announce(workflow_id: str) -> None:
+    """Send ``workflow_finished``: only the transaction that ended the workflow calls this."""
+    found = Workflow.objects.filter(pk=workflow_id).values_list("status", "result", "error")
+    for status, result, error in found:
+        signals.send_workflow_finished(
+            Workflow, workflow_id, status=status, result=result, error=error
+        )
 
 
 # --- Pushing ----------------------------------------------------------------------------
@@ -482,25 +497,19 @@ def push_steps(steps: Iterable[WorkflowStep]) -> None:
 def _push_step(step: WorkflowStep) -> None:
     args, kwargs = _arguments(step)
     call = registry.get(step.task)(*args, **kwargs)
-    task_id = step_task_id(step)
     now = timezone.now()
     eta = step.eta if step.eta is not None and step.eta > now else None
     if step.countdown:
         eta = now + timedelta(seconds=step.countdown)
-    try:
-        handle = push(
+    # Pushed before under this id (TaskAlreadyExists): the queue keeps the one it has.
+    with contextlib.suppress(TaskAlreadyExists):
+        push(
             call,
             eta=eta,
-            task_id=task_id,
+            task_id=step.task_id,
             call_id=step.call_id,
             workflow=[step.workflow_id, step.key],
         )
-        task_id, queue = handle.name, handle.queue
-    except TaskAlreadyExists:
-        queue = step.queue  # pushed before under this id: Cloud Tasks keeps one
-    WorkflowStep.objects.filter(pk=step.pk, pushed_at=None).update(
-        pushed_at=now, task_id=task_id, queue=queue
-    )
 
 
 def step_task_id(step: WorkflowStep) -> str:
@@ -513,15 +522,9 @@ def _arguments(step: WorkflowStep) -> tuple[list[Any], dict[str, Any]]:
     return args, dict(step.kwargs)
 
 
-def push_unpushed(workflow_id: str) -> int:
-    """Push the queued steps of a workflow whose push never went through; return how many."""
-    steps = list(
-        WorkflowStep.objects.filter(
-            workflow_id=workflow_id, status=QUEUED, pushed_at=None
-        ).order_by("id")
-    )
-    push_steps(steps)
-    return len(steps)
+def push_queued(workflow_id: str) -> None:
+    """Push every queued step of a workflow again; those already pushed are refused by id."""
+    push_steps(WorkflowStep.objects.filter(workflow_id=workflow_id, status=QUEUED))
 
 
 def _after_commit(*actions: Callable[[], None]) -> None:
@@ -555,7 +558,8 @@ def revoke(workflow_id: str, reason: str = "revoked") -> bool:
     """
     with transaction.atomic():
         now = timezone.now()
-        workflow = lock(workflow_id)
+        lock(workflow_id)
+        workflow = Workflow.objects.get(pk=workflow_id)
         if workflow.status != RUNNING:
             return False
         workflow.status, workflow.error, workflow.finished_at = (
@@ -565,13 +569,11 @@ def revoke(workflow_id: str, reason: str = "revoked") -> bool:
         )
         workflow.save(update_fields=("status", "error", "finished_at"))
         steps = WorkflowStep.objects.filter(workflow_id=workflow_id)
-        queued = list(
-            steps.filter(status=QUEUED).exclude(task_id="").values_list("queue", "task_id")
-        )
+        queued = list(steps.filter(status=QUEUED).values_list("queue", "task_id"))
         steps.filter(Q(status__in=NOT_STARTED) | Q(status=RUNNING, kind__in=_GROUPS)).update(
             status=REVOKED, finished_at=now
         )
-        _after_commit(lambda: _delete(queued), _end_of(workflow_id))
+        _after_commit(lambda: _announce(workflow_id), lambda: _delete(queued))
     return True
 
 
@@ -591,23 +593,21 @@ def resume(workflow_id: str) -> int:
     """Push again the queued steps whose Cloud Task is gone; return how many were pushed.
 
     For a workflow whose pushes were lost (a queue purged, a task deleted by hand): each is
-    pushed under a new id, as Cloud Tasks keeps a deleted task's id for a while.
+    pushed under a new id, as Cloud Tasks keeps a deleted task's id for a while. A step whose
+    task cannot be looked up (a backend without task management) counts as gone.
     """
-    lock_free = Workflow.objects.filter(pk=workflow_id).values_list("status", flat=True).first()
-    if lock_free is None:
+    if not Workflow.objects.filter(pk=workflow_id).exists():
         raise WorkflowNotFound(workflow_id)
     gone = []
     for step in WorkflowStep.objects.filter(workflow_id=workflow_id, status=QUEUED):
-        if step.pushed_at is not None:
-            try:
-                get_task(step.queue, step.task_id)
-                continue  # still in its queue
-            except CloudTaskError:
-                pass
-        WorkflowStep.objects.filter(pk=step.pk).update(
-            generation=F("generation") + 1, pushed_at=None
-        )
+        try:
+            get_task(step.queue, step.task_id)
+            continue  # still in its queue
+        except CloudTaskError:
+            pass
         step.generation += 1
+        step.task_id = step_task_id(step)
+        step.save(update_fields=("generation", "task_id"))
         gone.append(step)
     push_steps(gone)
     return len(gone)

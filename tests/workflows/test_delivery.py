@@ -179,7 +179,9 @@ def test_the_local_worker_runs_a_chord_over_http(static_url: None, live_server: 
     with override_settings(CLOUDTASK=local):
         flow = tasks.add.s(a=4, b=5) | group(tasks.add.s(b=10), tasks.add.s(b=0)) | tasks.total.s()
         handle = flow.delay()
-        drain(Worker(poll_interval=0.05))
+        # One delivery at a time: live_server shares this thread's in-memory SQLite
+        # connection, so the worker must not write while the server runs a step.
+        drain(Worker(poll_interval=0.05, concurrency=1))
     assert handle.result() == 28
 
 
