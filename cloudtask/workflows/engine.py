@@ -19,11 +19,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
-from django.db.models import F, Q
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.utils import timezone
 
 from .. import conf, envelope, failures, signals
@@ -217,28 +217,30 @@ def _complete(step: WorkflowStep, result: Any, now: datetime, progress: Progress
     """Record ``step`` succeeded and start what follows it."""
     step.status, step.result, step.finished_at = SUCCEEDED, result, now
     step.save(update_fields=("status", "result", "finished_at"))
-    parent = step.parent
-    if parent is None:
+    if step.parent_id is None:
         Workflow.objects.filter(pk=step.workflow_id).update(
             status=SUCCEEDED, result=result, finished_at=now
         )
         progress.ended = True
         return
-    if parent.kind == CHAIN:
-        following = list(
-            parent.children.filter(kind__in=_STEPS, position=step.position + 1).order_by()
-        )
+    # A delivered step's row came with its parent's kind (the "step" statement); a chain or
+    # group completing in turn reads its parent's row.
+    parent_kind = getattr(step, "parent_kind", None) or step.parent.kind  # type: ignore[union-attr]
+    if parent_kind == CHAIN:
+        following = _rows("following", [step.parent_id, step.position + 1, ERRBACK])
         if following:
             _start(following[0], result, now, progress)
         else:
-            _complete(parent, result, now, progress)
+            _complete(step.parent, result, now, progress)  # type: ignore[arg-type]
         return
     members = list(
-        parent.children.filter(kind__in=_STEPS).order_by("position").values_list("status", "result")
+        WorkflowStep.objects.filter(parent_id=step.parent_id, kind__in=_STEPS)
+        .order_by("position")
+        .values_list("status", "result")
     )
     if all(status == SUCCEEDED for status, _ in members):
         # Decided under the workflow's lock: exactly one member's transaction sees them all.
-        _complete(parent, [result for _, result in members], now, progress)
+        _complete(step.parent, [result for _, result in members], now, progress)  # type: ignore[arg-type]
 
 
 _STEPS = (TASK, CHAIN, GROUP)
@@ -256,6 +258,57 @@ def _check_input(step: WorkflowStep, value: Any) -> None:
             f"its result would make {step.task}'s body {len(arguments)} bytes, over the "
             f"{conf.max_body_size()}-byte limit: store large data elsewhere and pass its key"
         )
+
+
+# --- The statements of every step ------------------------------------------------------
+#
+# A step's delivery runs the same few statements each time; written out once here, they
+# cost a fraction of the ORM's compilation of the same queries (see benchmarks/workflows.py).
+# Only table and column names from the models go into the SQL; every value is a parameter.
+
+
+@lru_cache(maxsize=4)
+def _statements(vendor: str) -> dict[str, str]:
+    quote = connection.ops.quote_name
+    step, workflow = (quote(model._meta.db_table) for model in (WorkflowStep, Workflow))
+    key = quote("key")  # a reserved word in some databases
+    return {
+        # Only a queued step, or a running one (a retry), is claimed by a delivery.
+        "claim": (
+            f"UPDATE {step} SET status = %s, attempts = attempts + 1, "  # noqa: S608
+            f"started_at = COALESCE(started_at, %s) WHERE workflow_id = %s AND {key} = %s "
+            "AND task = %s AND call_id = %s AND status IN (%s, %s)"
+        ),
+        "lock": f"UPDATE {workflow} SET updated_at = %s WHERE id = %s",  # noqa: S608
+        # The step, with its workflow's status and its parent's kind.
+        "step": (
+            f"SELECT s.*, w.status AS workflow_status, p.kind AS parent_kind "  # noqa: S608
+            f"FROM {step} s JOIN {workflow} w ON w.id = s.workflow_id "
+            f"LEFT JOIN {step} p ON p.id = s.parent_id WHERE s.workflow_id = %s AND s.{key} = %s"
+        ),
+        # The step after one in a chain (error callbacks are numbered apart).
+        "following": (
+            f"SELECT * FROM {step} WHERE parent_id = %s AND position = %s "  # noqa: S608
+            "AND kind <> %s"
+        ),
+    }
+
+
+def _execute(name: str, params: list[Any]) -> int:
+    """Run one of :func:`_statements` that writes; return how many rows it changed."""
+    with connection.cursor() as cursor:
+        cursor.execute(_statements(connection.vendor)[name], params)
+        return int(cursor.rowcount)
+
+
+def _rows(name: str, params: list[Any]) -> list[WorkflowStep]:
+    """Run one of :func:`_statements` that reads steps; return them (fields converted)."""
+    return list(WorkflowStep.objects.raw(_statements(connection.vendor)[name], params))
+
+
+def _now_param() -> Any:
+    """Now, as a parameter of the statements (SQLite stores datetimes as text)."""
+    return connection.ops.adapt_datetimefield_value(timezone.now())
 
 
 # --- Deliveries -------------------------------------------------------------------------
@@ -292,14 +345,10 @@ def receive(ref: tuple[str, str], task_name: str, call_id: str) -> tuple[StepRun
     unpushed (the push failed last time).
     """
     workflow_id, key = ref
-    steps = WorkflowStep.objects.filter(workflow_id=workflow_id, key=key)
-    claimed = steps.filter(task=task_name, call_id=call_id, status__in=(QUEUED, RUNNING)).update(
-        status=RUNNING,
-        attempts=F("attempts") + 1,
-        started_at=Coalesce(F("started_at"), timezone.now()),
-    )
-    if claimed:
+    params = [RUNNING, _now_param(), workflow_id, key, task_name, call_id, QUEUED, RUNNING]
+    if _execute("claim", params):
         return StepRun(workflow_id, key, call_id), ""
+    steps = WorkflowStep.objects.filter(workflow_id=workflow_id, key=key)
     found = steps.values_list("task", "call_id", "status").first()
     if found is None:
         return None, "gone"  # pruned since: nothing to run
@@ -334,7 +383,7 @@ def succeeded(run: StepRun, result: Any) -> None:
         step = _locked(run)
         if step is None or step.status != RUNNING:
             return  # a concurrent delivery of the same step finished it first
-        if step.workflow.status != RUNNING or step.kind == ERRBACK:
+        if step.workflow_status != RUNNING or step.kind == ERRBACK:  # type: ignore[attr-defined]
             # Revoked or failed meanwhile: the result is kept; nothing starts after it.
             step.status, step.result, step.finished_at = SUCCEEDED, result, now
             step.save(update_fields=("status", "result", "finished_at"))
@@ -368,10 +417,12 @@ def failed(run: StepRun, exc: BaseException, reason: str) -> None:
 
 
 def _locked(run: StepRun) -> WorkflowStep | None:
-    """Lock the run's workflow; return its step, with the workflow and parent rows."""
-    lock(run.workflow_id)
-    steps = WorkflowStep.objects.select_related("workflow", "parent").order_by()
-    found = list(steps.filter(workflow_id=run.workflow_id, key=run.key))
+    """Lock the run's workflow; return its step, with ``workflow_status`` and ``parent_kind``."""
+    try:
+        lock(run.workflow_id)
+    except WorkflowNotFound:
+        return None  # pruned meanwhile
+    found = _rows("step", [run.workflow_id, run.key])
     return found[0] if found else None
 
 
@@ -381,7 +432,7 @@ def lock(workflow_id: str) -> None:
     A write, not SELECT ... FOR UPDATE: on SQLite it takes the database's write lock before
     anything is read, so two transactions never both read and then wait to write.
     """
-    if not Workflow.objects.filter(pk=workflow_id).update(updated_at=timezone.now()):
+    if not _execute("lock", [_now_param(), workflow_id]):
         raise WorkflowNotFound(workflow_id)
 
 
