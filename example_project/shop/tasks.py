@@ -51,3 +51,9 @@ def charge_card(request: CloudTaskRequest, order_id: int) -> None:
 def nightly_digest(request: CloudTaskRequest, full: bool = False) -> str:
     """Periodic: a Cloud Scheduler job in production; here the local worker fires it."""
     return f"{'full' if full else 'short'} digest, run {request.call_id}"
+
+
+@task
+def total(request: CloudTaskRequest, numbers: list[int]) -> int:
+    """A chord's body in the demo: it receives its group's results, in order."""
+    return sum(numbers)

@@ -31,6 +31,7 @@ from cloudtask import TaskAlreadyExists, TaskHandle
 from cloudtask.models import LocalQueue, LocalTask, Schedule
 from cloudtask.schedules import get as get_schedule
 from cloudtask.schedules import local as local_schedules
+from cloudtask.workflows import WorkflowHandle, chord, group
 from shop import tasks
 
 MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
@@ -101,8 +102,11 @@ class Command(BaseCommand):
         port = free_port()
         server_log = log.open("w")
         self.stdout.write(f"demo: server on http://127.0.0.1:{port}/")
+        # Workflow steps push the steps after them from the server: to this server.
+        env = {**os.environ, "EXAMPLE_TASKS_URL": f"http://127.0.0.1:{port}/_tasks/"}
         server = subprocess.Popen(  # noqa: S603  (this interpreter and manage.py)
             [sys.executable, MANAGE, "runserver", f"127.0.0.1:{port}", "--noreload"],
+            env=env,
             stdout=server_log,
             stderr=subprocess.STDOUT,
         )
@@ -113,13 +117,18 @@ class Command(BaseCommand):
             worker = self._start_worker(url)
             with override_settings(CLOUDTASK={**settings.CLOUDTASK, "URL": url}):
                 pushes, refused = self._push()
-            rows = self._wait(pushes)
+                # Two additions side by side, then their total: three steps, one result.
+                workflow = chord(
+                    group(tasks.add.s(a=1, b=2), tasks.add.s(a=3, b=4)), tasks.total.s()
+                )
+                flow = workflow.delay()
+            rows = self._wait(pushes, flow)
         finally:
             if worker is not None:
                 stop(worker)
             stop(server)
             server_log.close()
-        return self._report(pushes, rows, refused)
+        return self._report(pushes, rows, refused) + self._report_workflow(flow)
 
     def _start_worker(self, url: str) -> subprocess.Popen[str]:
         # The worker pushes the runs of periodic tasks it fires: to this server too.
@@ -196,15 +205,30 @@ class Command(BaseCommand):
         call_id = get_schedule("nightly-digest").run_call_id(due)
         return TaskHandle(name=local_schedules.run_task_id(call_id), queue="default", eta=None)
 
-    def _wait(self, pushes: list[Expected]) -> dict[str, LocalTask]:
+    def _wait(self, pushes: list[Expected], flow: WorkflowHandle) -> dict[str, LocalTask]:
         names = [p.handle.name for p in pushes if p.handle is not None]
         deadline = time.monotonic() + TIMEOUT
         while True:
             rows = {row.name: row for row in LocalTask.objects.filter(name__in=names)}
             done = all(row.status in ("succeeded", "failed") for row in rows.values())
-            if (done and len(rows) == len(names)) or time.monotonic() > deadline:
+            done = done and len(rows) == len(names) and flow.status != "running"
+            if done or time.monotonic() > deadline:
                 return rows
             time.sleep(0.2)
+
+    def _report_workflow(self, flow: WorkflowHandle) -> int:
+        """Say how the chord went; return 1 unless it added up to 10."""
+        row = flow.row()
+        steps = ", ".join(
+            f"{step.task.rsplit('.', 1)[-1]}={step.result!r}" for step in flow.steps()
+        )
+        ok = row.status == "succeeded" and row.result == 10  # 1+2 + 3+4
+        check = "ok" if ok else "FAIL: expected succeeded with 10"
+        self.stdout.write(
+            f"{'chord(add, add) | total':<30} {row.status:<10} {row.result!r:>4}  {check}"
+        )
+        self.stdout.write(f"  steps: {steps}\n")
+        return 0 if ok else 1
 
     def _report(self, pushes: list[Expected], rows: dict[str, LocalTask], refused: str) -> int:
         header = f"{'task':<30} {'queue':<9} {'status':<10} {'attempts':>8} {'last':>5} "
