@@ -251,7 +251,7 @@ def _check_errback(callback: Signature) -> None:
 
 def _flatten(steps: tuple[Canvas | Iterable[Canvas], ...]) -> list[Canvas]:
     # chain([a.s(), b.s()]) as well as chain(a.s(), b.s()), as Celery accepts both.
-    if len(steps) == 1 and not isinstance(steps[0], Canvas):
+    if len(steps) == 1 and isinstance(steps[0], Iterable) and not isinstance(steps[0], str):
         return list(steps[0])
     return list(steps)  # type: ignore[arg-type]  # each is checked by the shape
 

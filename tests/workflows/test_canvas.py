@@ -234,3 +234,12 @@ def test_revoking_deletes_the_queued_tasks_from_the_local_queue() -> None:
 def test_an_empty_group_ends_at_once_with_no_results() -> None:
     handle = group().delay()
     assert (handle.status, handle.result()) == ("succeeded", [])
+
+
+def test_a_call_instead_of_a_signature_is_refused_with_the_spelling_to_use() -> None:
+    call = tasks.add(a=1, b=2)
+    with pytest.raises(TypeError, match=r"A call such as add\(a=1\) becomes a step as add.s"):
+        chain(call)
+    with pytest.raises(TypeError, match="takes signatures"):
+        group(step for step in [tasks.add.s(a=1), "add"])
+    call.consume()  # refused above, on purpose: no warning about a call never pushed
