@@ -6,7 +6,9 @@ transitions of one workflow are serialized: whether a group is complete is decid
 reading its members under that lock, never by a counter. The steps that become ready are
 pushed after the commit under ids derived from the workflow and step, so a repeated push is
 refused by Cloud Tasks as a duplicate; a push that fails makes the delivery answer 500, and
-the redelivery of the finished step pushes what is still unpushed.
+the redelivery of the finished step pushes the queued steps again (those pushed before are
+refused by their id). The statements every delivery runs are written out once (see
+:func:`_statements`); the rest uses the ORM.
 """
 
 from __future__ import annotations

@@ -216,3 +216,19 @@ def test_revocable_refuses_what_it_cannot_keep() -> None:
     call.url = "https://elsewhere.example.com/_tasks/"
     with pytest.raises(TypeError, match="task's own url"):
         call.delay(revocable=True)
+
+
+def test_a_step_retrying_itself_stays_the_same_step() -> None:
+    with capture_tasks() as captured:
+        handle = (tasks.retries_itself.s(countdown=0) | tasks.passes_on.s()).delay()
+        captured.run_all()
+    # Two copies pushed by request.retry(), each carrying the step, then max_retries=2 ends it
+    # (and the task's own on_failure is pushed, as for any call).
+    attempts = [c for c in captured if c.task.name == "tests.tasks.retries_itself"]
+    assert len(attempts) == 3
+    assert {json.loads(c.http_request.body)["workflow"][1] for c in attempts} == {"0.0"}
+    assert [c.task.name for c in captured if c not in attempts] == ["tests.tasks.record_failure"]
+    first = handle.steps()[0]
+    assert (first.status, first.attempts) == ("failed", 3)
+    assert handle.status == "failed"
+    assert called("passes_on") == []
