@@ -642,6 +642,18 @@ def _delete(tasks: list[tuple[str, str]]) -> None:
             logger.info("workflow task=%s status=not-deleted reason=%s", task_id, exc)
 
 
+def prune(cutoff: datetime, *, dry_run: bool = False) -> int:
+    """Delete the workflows that ended before ``cutoff``, with their steps; return how many.
+
+    A running workflow is kept however old it is. With ``dry_run`` they are only counted.
+    """
+    ended = Workflow.objects.exclude(status=RUNNING).filter(finished_at__lt=cutoff)
+    if dry_run:
+        return int(ended.count())
+    _, deleted = ended.delete()
+    return int(deleted.get(Workflow._meta.label, 0))
+
+
 def resume(workflow_id: str) -> int:
     """Push again the queued steps whose Cloud Task is gone; return how many were pushed.
 

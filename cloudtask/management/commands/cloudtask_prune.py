@@ -10,8 +10,6 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from .cloudtask_workflows import prune_workflows
-
 _DURATION_RE = re.compile(r"(\d+)([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -43,16 +41,17 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         from cloudtask.models import TaskResult
+        from cloudtask.workflows import engine
 
         cutoff = timezone.now() - parse_duration(options["older_than"])
         when = f"{cutoff:%Y-%m-%d %H:%M:%S%z}"
         old = TaskResult.objects.filter(created_at__lt=cutoff)
         if options["dry_run"]:
             self.stdout.write(f"would delete {old.count()} results created before {when}")
-            workflows = prune_workflows(cutoff, dry_run=True)
+            workflows = engine.prune(cutoff, dry_run=True)
             self.stdout.write(f"would delete {workflows} workflows that ended before {when}")
             return
         deleted, _ = old.delete()
         self.stdout.write(f"deleted {deleted} results created before {when}")
-        workflows = prune_workflows(cutoff)
+        workflows = engine.prune(cutoff)
         self.stdout.write(f"deleted {workflows} workflows that ended before {when}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
@@ -14,12 +14,15 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from cloudtask.exceptions import WorkflowNotFound
-from cloudtask.workflows import get_workflow, revoke_workflow
+from cloudtask.models import Workflow
+from cloudtask.workflows import engine, get_workflow, revoke_workflow
 
 from . import _cli
 
 #: ``list`` columns, in this order.
 COLUMNS = ("ID", "STATUS", "STEPS", "CREATED", "FINISHED", "DESCRIPTION")
+#: The values of ``Workflow.status``.
+STATUSES: tuple[str, ...] = tuple(Workflow.Status.values)
 #: ``show`` columns of the steps, in this order.
 STEP_COLUMNS = (
     "KEY",
@@ -34,10 +37,6 @@ STEP_COLUMNS = (
 )
 #: The fields of a step that ``show`` prints, in the order of STEP_COLUMNS.
 STEP_FIELDS = ("key", "kind", "task", "status", "attempts", "call_id", "task_id", "error", "result")
-#: The values of ``Workflow.status``.
-STATUSES = ("running", "succeeded", "failed", "revoked")
-#: A step in one of these states has finished.
-FINISHED = ("succeeded", "failed", "skipped", "revoked")
 #: How many days ``prune`` keeps an ended workflow unless told (``cloudtask_prune``'s
 #: ``--older-than`` has no default; its documented example is 7d).
 DEFAULT_DAYS = 7
@@ -94,8 +93,6 @@ class Command(_cli.SubcommandCommand):
             getattr(self, "do_" + options["action"])(options)
 
     def do_list(self, options: dict[str, Any]) -> None:
-        from cloudtask.models import Workflow
-
         status, limit = options["status"], options["limit"]
         if status is not None and status not in STATUSES:
             raise CommandError(
@@ -113,7 +110,7 @@ class Command(_cli.SubcommandCommand):
         tasks = Q(steps__kind="task")
         rows = found.annotate(
             steps_total=Count("steps", filter=tasks),
-            steps_finished=Count("steps", filter=tasks & Q(steps__status__in=FINISHED)),
+            steps_finished=Count("steps", filter=tasks & Q(steps__status__in=engine.FINISHED)),
         )[:limit]
         value = [
             {
@@ -166,7 +163,7 @@ class Command(_cli.SubcommandCommand):
         self.emit(options, value, text)
 
     def do_revoke(self, options: dict[str, Any]) -> None:
-        from cloudtask.models import Workflow, WorkflowStep
+        from cloudtask.models import WorkflowStep
 
         given = options["id"]
         revoked = revoke_workflow(given)
@@ -182,8 +179,6 @@ class Command(_cli.SubcommandCommand):
         self.emit(options, value, text)
 
     def do_resume(self, options: dict[str, Any]) -> None:
-        from cloudtask.workflows import engine
-
         pushed = engine.resume(options["id"])
         text = f"Workflow {options['id']}: {pushed} step(s) pushed again."
         self.emit(options, {"id": options["id"], "pushed": pushed}, text)
@@ -195,7 +190,7 @@ class Command(_cli.SubcommandCommand):
                 f"--days must be 0 or more (e.g. --days 7), not {days}.", returncode=_cli.USAGE
             )
         cutoff = timezone.now() - timedelta(days=days)
-        count = prune_workflows(cutoff, dry_run=options["dry_run"])
+        count = engine.prune(cutoff, dry_run=options["dry_run"])
         when = _cli.iso(cutoff)
         text = (
             f"would delete {count} workflows that ended before {when}"
@@ -204,20 +199,6 @@ class Command(_cli.SubcommandCommand):
         )
         value = {"deleted": count, "dry_run": options["dry_run"], "before": cutoff}
         self.emit(options, value, text)
-
-
-def prune_workflows(cutoff: datetime, *, dry_run: bool = False) -> int:
-    """Delete the workflows that ended before ``cutoff``, with their steps; return how many.
-
-    A running workflow is kept however old it is. With ``dry_run`` they are only counted.
-    """
-    from cloudtask.models import Workflow
-
-    old = Workflow.objects.exclude(status="running").filter(finished_at__lt=cutoff)
-    if dry_run:
-        return int(old.count())
-    _, deleted = old.delete()
-    return int(deleted.get(Workflow._meta.label, 0))
 
 
 @contextmanager
@@ -240,7 +221,7 @@ def workflow_errors() -> Iterator[None]:
 
 
 def _missing_tables() -> list[str]:
-    from cloudtask.models import Workflow, WorkflowStep
+    from cloudtask.models import WorkflowStep
 
     try:
         tables = connection.introspection.table_names()
