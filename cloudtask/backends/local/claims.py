@@ -15,12 +15,24 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ...models import LocalQueue, LocalTask
 from .limits import lock_queue, save_bucket, within_limits
+from .sql import (
+    RUNNING,
+    due_params,
+    execute,
+    fetch,
+    in_queues,
+    limit_clause,
+    placeholders,
+    record_statement,
+    returns_rows,
+    sql,
+    update_statement,
+    when,
+)
 
 if TYPE_CHECKING:
     from ...queues import QueueConfig
@@ -72,11 +84,6 @@ class Lease:
     throttled: bool = False
 
 
-def due(now: datetime) -> Q:
-    """Match tasks that may be attempted now: queued and due, or left by a dead worker."""
-    return Q(status="queued", schedule_time__lte=now) | Q(status="running", lease_expires__lt=now)
-
-
 @dataclass(frozen=True)
 class DueQueue:
     """A queue with tasks to attempt now, and what the worker needs to serve it."""
@@ -90,23 +97,23 @@ class DueQueue:
 
 def serve(now: datetime, queues: Iterable[str] | None = None) -> list[DueQueue]:
     """Return the queues to serve now: a task is due, not paused (or forced), not deleted."""
-    tasks = LocalTask.objects.filter(due(now))
-    if queues is not None:
-        tasks = tasks.filter(queue__in=list(queues))
-    # order_by() drops the model's ordering, which would otherwise defeat the DISTINCT.
-    pairs = set(tasks.order_by().values_list("queue", "forced").distinct())
-    forced = {name for name, is_forced in pairs if is_forced}
-    found = sorted({name for name, _ in pairs})
-    rows = {
-        name: (paused, deleted_at, config)
-        for name, paused, deleted_at, config in LocalQueue.objects.filter(
-            name__in=found
-        ).values_list("name", "paused", "deleted_at", "config")
-    }
+    names = None if queues is None else list(queues)
+    if names == []:
+        return []
+    statement = sql("serve", queues=in_queues(names))
+    config_field = LocalQueue._meta.get_field("config")
+    forced, rows = set(), {}
+    for name, is_forced, paused, deleted, config in fetch(
+        statement, [*due_params(now), *(names or [])]
+    ):
+        if is_forced:
+            forced.add(name)
+        config = config_field.from_db_value(config, None, connection)  # type: ignore[union-attr]
+        rows[name] = (bool(paused), bool(deleted), config)
     served = []
-    for name in found:
-        paused, deleted_at, config = rows.get(name, (False, None, None))
-        if deleted_at is None and (not paused or name in forced):
+    for name in sorted(rows):
+        paused, deleted, config = rows[name]
+        if not deleted and (not paused or name in forced):
             served.append(DueQueue(name, config, forced_only=paused))
     return served
 
@@ -166,47 +173,38 @@ def _claim(
     worker: str,
 ) -> Lease:
     token = uuid.uuid4().hex
-    candidates = LocalTask.objects.filter(due(now), queue=queue).order_by("schedule_time", "id")
-    if forced_only:
-        candidates = candidates.filter(forced=True)
     with transaction.atomic():
         lock_queue(queue)
         bucket, allowed, rate_bound = within_limits(queue, limit, now, config)
-        if connection.features.has_select_for_update_skip_locked:
+        found: list[tuple[int, str]] = []
+        if allowed > 0:
             # Rows locked by a worker recording its answers are skipped, not waited for.
-            candidates = candidates.select_for_update(skip_locked=True)
-        found = list(candidates.values_list("id", "status")[:allowed]) if allowed > 0 else []
-        _lease([pk for pk, _ in found], token, now, worker)
-        rows = list(LocalTask.objects.filter(lease_token=token).order_by("schedule_time", "id"))
+            statement = sql("candidates", limit=limit_clause(allowed))
+            found = fetch(statement, [queue, *due_params(now), forced_only, not forced_only])
+        rows = _lease([pk for pk, _ in found], token, now, worker)
         if bucket is not None:
             bucket.take(len(rows))
             save_bucket(queue, bucket)
-    reclaimed = {pk for pk, status in found if status == "running"}
+    reclaimed = {pk for pk, status in found if status == RUNNING}
     claimed = [_claimed(row, token, reclaimed=row.pk in reclaimed) for row in rows]
     # Held back by the rate, with more due: the next token comes within 1/rate seconds.
     return Lease(claimed, throttled=rate_bound and len(found) >= allowed)
 
 
-def _lease(ids: list[int], token: str, now: datetime, worker: str) -> None:
+def _lease(ids: list[int], token: str, now: datetime, worker: str) -> list[LocalTask]:
+    """Lease the tasks ``ids`` that are still due; return them, oldest first."""
     if not ids:
-        return
-    # The WHERE is evaluated again under the row lock, so a task another worker claimed
-    # in between is not matched: each attempt goes to exactly one worker.
-    LocalTask.objects.filter(due(now), id__in=ids).update(
-        status="running",
-        lease_token=token,
-        lease_worker=worker,
-        lease_expires=ExpressionWrapper(
-            Value(now + LEASE_GRACE) + F("dispatch_deadline"), output_field=DateTimeField()
-        ),
-        dispatch_count=F("dispatch_count") + 1,
-        first_attempt_at=Coalesce(F("first_attempt_at"), Value(now)),
-        last_attempt_at=now,
-        last_attempt_scheduled_at=F("schedule_time"),
-        last_response_at=None,
-        # run_task forces one attempt; a retry after it waits for the queue as usual.
-        forced=False,
-    )
+        return []
+    moment = when(now)
+    params = [RUNNING, token, worker, when(now + LEASE_GRACE), moment, moment]
+    # run_task forces one attempt; a retry after it waits for the queue as usual.
+    params = [*params, False, *due_params(now), *ids]
+    lease = sql("lease", ids=placeholders(len(ids)))
+    if returns_rows():
+        rows = list(LocalTask.objects.raw(f"{lease} RETURNING *", params))
+        return sorted(rows, key=lambda row: (row.schedule_time, row.pk))
+    execute(lease, params)
+    return list(LocalTask.objects.raw(sql("leased"), [token]))
 
 
 def _claimed(row: LocalTask, token: str, *, reclaimed: bool = False) -> Claimed:
@@ -250,50 +248,38 @@ def awaiting_retry(queues: Iterable[str] | None = None) -> int:
 
 
 def record(outcomes: list[tuple[Claimed, dict[str, Any]]]) -> set[int]:
-    """Store the outcomes of attempts in one statement; return the ids stored.
+    """Store the outcomes of attempts; return the ids stored.
 
     A task whose lease was lost (purged, deleted, or claimed again after the lease ran out)
-    is left alone. Call inside a transaction, so nothing changes between the two statements.
+    is left alone. Where the database returns rows from an UPDATE (PostgreSQL, SQLite 3.35
+    and later), the whole batch is one statement; elsewhere, a transaction reads which
+    leases still hold, then updates those rows in one ``executemany``.
     """
     if not outcomes:
         return set()
-    leases = {claimed.id: claimed.token for claimed, _ in outcomes}
-    if not connection.features.has_select_for_update:
-        # SQLite locks nothing on a read: begin with a write, or two workers whose reads
-        # both need to become writes fail at once with "database is locked".
-        LocalTask.objects.filter(pk__in=list(leases)).update(lease_token=F("lease_token"))
-    held = {
-        pk
-        for pk, token in LocalTask.objects.select_for_update()
-        .filter(pk__in=list(leases))
-        .values_list("pk", "lease_token")
-        if leases[pk] == token
-    }
-    _update_many([(claimed, fields) for claimed, fields in outcomes if claimed.id in held])
-    return held
-
-
-def _update_many(outcomes: list[tuple[Claimed, dict[str, Any]]]) -> None:
-    if not outcomes:
-        return
-    # One executemany: the ORM would need a statement per row, or bulk_update's CASE
-    # expressions, which cost more than the deliveries themselves.
-    meta, quote = LocalTask._meta, connection.ops.quote_name
-    names = [*outcomes[0][1], "lease_token", "lease_expires", "lease_worker"]
-    columns = [meta.get_field(name) for name in names]
-    assignments = ", ".join(f"{quote(str(field.column))} = %s" for field in columns)  # type: ignore[union-attr]
-    # Only column names from the model go into the SQL; every value is a parameter.
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET {assignments} "  # noqa: S608
-        f"WHERE {quote('id')} = %s AND {quote('lease_token')} = %s"
-    )
-    params = [
-        [
-            field.get_db_prep_save(value, connection)  # type: ignore[union-attr]
-            for field, value in zip(columns, [*fields.values(), "", None, ""], strict=True)
+    # Every outcome sets the same fields (see delivery.outcome_fields); the lease ends too.
+    names = (*outcomes[0][1], "lease_token", "lease_expires", "lease_worker")
+    # The values are of their columns' Python types already; datetimes take the database's
+    # form (SQLite stores them as text).
+    rows = {
+        claimed.id: [
+            when(value) if isinstance(value, datetime) else value
+            for value in (*values.values(), "", None, "")
         ]
-        + [claimed.id, claimed.token]
-        for claimed, fields in outcomes
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        for claimed, values in outcomes
+    }
+    leases = {claimed.id: claimed.token for claimed, _ in outcomes}
+    if returns_rows():
+        params = [value for pk, row in rows.items() for value in (pk, leases[pk], *row)]
+        return {pk for (pk,) in fetch(record_statement(names, len(rows)), params)}
+    ids = placeholders(len(leases))
+    with transaction.atomic():
+        if not connection.features.has_select_for_update:
+            execute(sql("touch", ids=ids), list(leases))
+        found = fetch(sql("holders", ids=ids), list(leases))
+        held = {pk for pk, token in found if leases[pk] == token}
+        if held:
+            with connection.cursor() as cursor:
+                statement = update_statement(names)
+                cursor.executemany(statement, [[*rows[pk], pk, leases[pk]] for pk in held])
+    return held

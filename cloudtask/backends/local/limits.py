@@ -12,9 +12,10 @@ import math
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from django.db.models import F, Q
+from django.db.models import Q
 
-from ...models import LocalQueue, LocalTask
+from ...models import LocalQueue
+from .sql import RUNNING, execute, fetch, sql, when
 
 if TYPE_CHECKING:
     from ...queues import QueueConfig
@@ -47,12 +48,9 @@ class TokenBucket:
 
 def lock_queue(queue: str) -> None:
     """Serialize the claims of ``queue`` on its row until the transaction ends."""
-    # A write first: it takes SQLite's write lock before anything is read (two workers that
-    # read first would deadlock upgrading to writers); other databases lock the row.
-    rows = LocalQueue.objects.filter(name=queue)
-    if not rows.update(tokens_at=F("tokens_at")):
+    if not execute(sql("lock"), [queue]):
         LocalQueue.objects.get_or_create(name=queue)
-        rows.update(tokens_at=F("tokens_at"))
+        execute(sql("lock"), [queue])
 
 
 def within_limits(
@@ -61,10 +59,11 @@ def within_limits(
     """Return the queue's token bucket, how many may start now, and whether the rate binds."""
     if config is None:
         return None, limit, False
-    tokens, tokens_at, held_until = LocalQueue.objects.values_list(
-        "tokens", "tokens_at", "held_until"
-    ).get(name=queue)
-    if held_until is not None and held_until > now:
+    moment = when(now)
+    [(tokens, tokens_at, held, running)] = fetch(
+        sql("limits"), [moment, queue, RUNNING, moment, queue]
+    )
+    if held:
         return None, 0, False  # a 429/503 Retry-After holds the whole queue
     stamp = now.timestamp()
     bucket = TokenBucket(config.max_dispatches_per_second, stamp)
@@ -74,14 +73,13 @@ def within_limits(
         bucket.tokens, bucket.updated = min(tokens, bucket.capacity), tokens_at
         stamp = max(stamp, tokens_at)
     available = bucket.available(stamp)
-    running = LocalTask.objects.filter(queue=queue, status="running", lease_expires__gte=now)
-    room = min(limit, config.max_concurrent_dispatches - running.count())
+    room = min(limit, config.max_concurrent_dispatches - int(running))
     return bucket, min(room, available), available < room
 
 
 def save_bucket(queue: str, bucket: TokenBucket) -> None:
     """Store the token bucket of ``queue`` after a claim spent some of it."""
-    LocalQueue.objects.filter(name=queue).update(tokens=bucket.tokens, tokens_at=bucket.updated)
+    execute(sql("bucket"), [bucket.tokens, bucket.updated, queue])
 
 
 def hold(queue: str, until: datetime) -> None:

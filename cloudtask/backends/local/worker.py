@@ -7,6 +7,7 @@ makes the HTTP requests, each keeping its connections open between deliveries.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue as queue_module
 import signal
@@ -369,14 +370,19 @@ class Worker:
             for claimed, answer in batch
         ]
         try:
-            # One transaction and one UPDATE for the whole batch.
-            with transaction.atomic():
-                pairs = list(zip(batch, decided, strict=True))
+            pairs = list(zip(batch, decided, strict=True))
+            # 429/503 with Retry-After: the whole queue waits, in every worker.
+            holds = [
+                (claimed.queue, now + answer.retry_after)
+                for (claimed, answer), (outcome, _) in pairs
+                if outcome == "retry" and answer.retry_after
+            ]
+            # The batch is one statement (see claims.record); with holds, one transaction,
+            # so that an answer is never recorded without the hold it asks for.
+            with transaction.atomic() if holds else contextlib.nullcontext():
                 stored = claims.record([(claimed, fields) for (claimed, _), (_, fields) in pairs])
-                for (claimed, answer), (outcome, _) in pairs:
-                    if outcome == "retry" and answer.retry_after:
-                        # 429/503 with Retry-After: the whole queue waits, in every worker.
-                        hold(claimed.queue, now + answer.retry_after)
+                for queue, until in holds:
+                    hold(queue, until)
         except DatabaseError as exc:
             # Kept and recorded on a later iteration; the lease keeps the tasks ours.
             _database_error(exc, "record")
