@@ -234,19 +234,44 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def process_cpu(pid: int) -> float:
+    """Return the CPU seconds process ``pid`` has used (Linux's /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def machine_cpu() -> float:
+    """Return the CPU seconds all cores have been busy since boot (Linux's /proc; or 0.0)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(value) for value in fields]
+    busy = sum(ticks[:8]) - ticks[3] - ticks[4]  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def throughput(bench: Bench, count: int) -> dict[str, float]:
-    """Drain ``count`` tasks with each worker; return tasks per second."""
+    """Drain ``count`` tasks with each worker; return tasks per second and CPU per task."""
     bench.run("push", "empty", "--count", "0")
     bench.run("push", "drain", "--count", str(count))
     server = bench.start("serve", "drain")
     workers = bench.workers
     try:
         bench.wait_for_server()
+        endpoint_before, machine_before = process_cpu(server.pid), machine_cpu()
         ours_wall, ours_cpu = bench.run_measured("ours-drain", "drain", processes=workers)
+        endpoint_cpu = process_cpu(server.pid) - endpoint_before
+        ours_machine = machine_cpu() - machine_before
         idle_wall, idle_cpu = bench.run_measured("ours-drain", "empty", processes=workers)
     finally:
         stop(server)
+    machine_before = machine_cpu()
     theirs_wall, theirs_cpu = bench.run_measured("theirs-drain", "drain", processes=workers)
+    theirs_machine = machine_cpu() - machine_before
     theirs_idle_wall, theirs_idle_cpu = bench.run_measured(
         "theirs-drain", "empty", processes=workers
     )
@@ -256,6 +281,14 @@ def throughput(bench: Bench, count: int) -> dict[str, float]:
         # The worker process's own CPU per task, start-up left out (the endpoint's is not in it).
         "ours_cpu_ms": (ours_cpu - idle_cpu) / count * 1000,
         "theirs_cpu_ms": (theirs_cpu - theirs_idle_cpu) / count * 1000,
+        # What serving the deliveries cost the one runserver process, and how busy it was:
+        # its threads share one interpreter lock, so near 100% of a core it is the bound.
+        "endpoint_cpu_ms": endpoint_cpu / count * 1000,
+        "endpoint_busy": endpoint_cpu / ours_wall,
+        # Every process on the machine (workers, runserver, the database server), start-up
+        # included, per task: what each side costs the machine.
+        "ours_machine_ms": ours_machine / count * 1000,
+        "theirs_machine_ms": theirs_machine / count * 1000,
     }
 
 
@@ -340,6 +373,14 @@ def main() -> None:
         f"  worker CPU per task            : ours {rates['ours_cpu_ms']:.2f} ms (target <= 1 ms; "
         f"the endpoint's work is in runserver), db_worker {rates['theirs_cpu_ms']:.2f} ms "
         "(runs the task in-process)"
+    )
+    print(
+        f"  endpoint (runserver) CPU       : {rates['endpoint_cpu_ms']:.2f} ms per task, "
+        f"{rates['endpoint_busy']:.0%} of one core while draining"
+    )
+    print(
+        f"  machine CPU per task, all processes: ours {rates['ours_machine_ms']:.2f} ms, "
+        f"db_worker {rates['theirs_machine_ms']:.2f} ms ({os.cpu_count()} cores)"
     )
     for side, label in (("ours", "cloudtask_worker"), ("theirs", "db_worker")):
         p50, p95 = percentiles(delays[side])
