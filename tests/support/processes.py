@@ -54,7 +54,15 @@ if role == "push":
     # this test wait 20 s, so the stored deadline is shortened directly.
     LocalTask.objects.update(dispatch_deadline=timedelta(seconds=float(args[3])))
 elif role == "show":
-    rows = LocalTask.objects.values("status", "dispatch_count", "lease_expires")
+    rows = LocalTask.objects.values(
+        "status",
+        "dispatch_count",
+        "response_count",
+        "execution_count",
+        "last_response_status",
+        "lease_token",
+        "lease_expires",
+    )
     print(json.dumps(list(rows), default=str))
 elif role == "command":  # any command, on a database that may not be migrated
     call_command(*args)

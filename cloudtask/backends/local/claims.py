@@ -27,7 +27,7 @@ from .sql import (
     in_queues,
     limit_clause,
     placeholders,
-    record_statement,
+    record_batch,
     returns_rows,
     sql,
     update_statement,
@@ -270,8 +270,8 @@ def record(outcomes: list[tuple[Claimed, dict[str, Any]]]) -> set[int]:
     }
     leases = {claimed.id: claimed.token for claimed, _ in outcomes}
     if returns_rows():
-        params = [value for pk, row in rows.items() for value in (pk, leases[pk], *row)]
-        return {pk for (pk,) in fetch(record_statement(names, len(rows)), params)}
+        batch = [(pk, leases[pk], row) for pk, row in rows.items()]
+        return {pk for (pk,) in fetch(*record_batch(names, batch))}
     ids = placeholders(len(leases))
     with transaction.atomic():
         if not connection.features.has_select_for_update:

@@ -134,31 +134,45 @@ def update_statement(names: tuple[str, ...]) -> str:
     )
 
 
-@lru_cache(maxsize=64)
-def record_statement(names: tuple[str, ...], count: int) -> str:
-    """Return the UPDATE of the fields ``names`` of ``count`` tasks, returning those stored.
-
-    A task is updated only while its lease is still the one given. Its parameters, task by
-    task: the id, the lease token, then the values of ``names``.
+def record_batch(
+    names: tuple[str, ...], rows: list[tuple[int, str, list[Any]]]
+) -> tuple[str, list[Any]]:
+    """Return the UPDATE storing ``rows`` (id, lease token, values of ``names``), and its
+    parameters; it returns the ids of the rows stored, those whose lease is still the same.
     """
+    if connection.vendor == "postgresql":
+        # One array per column: the same statement for any number of rows (PostgreSQL
+        # parses it once), and typed, so that a column of NULLs is no problem.
+        columns = [
+            list(column)
+            for column in zip(*((pk, token, *values) for pk, token, values in rows), strict=True)
+        ]
+        return _record_statement(names, 0), columns
+    params = [value for pk, token, values in rows for value in (pk, token, *values)]
+    return _record_statement(names, len(rows)), params
+
+
+@lru_cache(maxsize=64)
+def _record_statement(names: tuple[str, ...], count: int) -> str:
     ops = connection.ops
     t = _columns(LocalTask)
     given = ["k", "lease", *(f"v_{name}" for name in names)]
     if connection.vendor == "postgresql":
-        # The values' types, which PostgreSQL cannot infer from a column of NULLs.
         types = ["bigint", "text"] + [
             str(LocalTask._meta.get_field(name).db_type(connection)) for name in names
         ]
-        row = ", ".join(f"CAST(%s AS {kind})" for kind in types)
+        arrays = ", ".join(f"CAST(%s AS {kind}[])" for kind in types)
+        source = f"unnest({arrays}) AS v ({', '.join(map(ops.quote_name, given))})"
+        prefix = ""
     else:
-        row = placeholders(len(given))
-    values = ", ".join([f"({row})"] * count)
+        values = ", ".join([f"({placeholders(len(given))})"] * count)
+        prefix = f"WITH v ({', '.join(map(ops.quote_name, given))}) AS (VALUES {values}) "
+        source = "v"
     assignments = ", ".join(
         f"{getattr(t, name)} = v.{ops.quote_name(f'v_{name}')}" for name in names
     )
     return (
-        f"WITH v ({', '.join(map(ops.quote_name, given))}) AS (VALUES {values}) "  # noqa: S608
-        f"UPDATE {t.table} SET {assignments} FROM v "
+        f"{prefix}UPDATE {t.table} SET {assignments} FROM {source} "  # noqa: S608
         f"WHERE {t.table}.{t.id} = v.k AND {t.table}.{t.lease_token} = v.lease "
         f"RETURNING {t.table}.{t.id}"
     )

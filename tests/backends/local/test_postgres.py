@@ -121,6 +121,35 @@ def test_four_workers_one_killed_deliver_every_attempt_once(
     assert all("db_error" not in output for output in outputs), outputs
 
 
+def test_answers_and_retries_are_recorded_in_batches(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    # The worker's own statements on PostgreSQL (backends/local/sql.py): a batch of answers,
+    # retries among them, is one UPDATE of typed arrays returning the rows it stored.
+    pushed = 12
+    server = ScriptedServer()
+    server.answers = [(503, {}), (404, {}), (503, {})]
+    project = Project(tmp_path / "unused", server.url, database(postgres))
+    project.push("noop", 0, {})  # migrates
+    project.push("noop", pushed, {})
+    retried = 0
+    for _ in range(10):  # a burst ends with retries waiting for their backoff (0.1 s and up)
+        done = project.run("worker", "--burst", "--concurrency", "6", timeout=90)
+        retried += summary(done.stdout)["retried"]
+        if done.returncode == 0:
+            break
+        time.sleep(0.5)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = project.show()
+    assert {row["status"] for row in rows} == {"succeeded"}
+    assert sum(row["dispatch_count"] for row in rows) == pushed + 3
+    assert sum(row["response_count"] for row in rows) == pushed + 3
+    assert sum(row["execution_count"] for row in rows) == pushed + 1  # a 5xx is no execution
+    assert {row["last_response_status"] for row in rows} == {200}
+    assert {(row["lease_token"], row["lease_expires"]) for row in rows} == {("", None)}
+    assert retried == 3
+
+
 def test_four_workers_hold_the_queue_rate_exactly(postgres: PostgresServer, tmp_path: Path) -> None:
     rate, pushed = 20, 200
     server = ScriptedServer()
