@@ -1,7 +1,7 @@
 """Endpoint overhead: signed task requests through the full view vs a bare JSON view.
 
 Run: .venv/bin/python benchmarks/endpoint.py [--requests N] [--rounds R] [--otel MODE]
-     [--oidc] [--results]
+     [--oidc] [--results] [--profile]
 
 ``--otel absent`` (the default) runs as a project without OpenTelemetry (its import is
 blocked); ``api`` with the API installed and no SDK (spans are no-ops); ``sdk`` with the
@@ -14,7 +14,7 @@ serving in this process costs every request a GIL hand-off). ``--results`` keeps
 SQLite file database as a production project would run it (WAL journal, ``synchronous=
 NORMAL``, connections kept: ``--conn-max-age``, default 60): each call's row is written when
 it is pushed, and each delivery records its outcome on it; the bare view does no database
-work.
+work. ``--profile`` then prints where each view's time goes (cProfile, one round of each).
 
 Both views are served by the same Django WSGI handler with the same middleware, in the same
 process, alternating rounds, so the ratio (ours / bare) is what the signature check, envelope
@@ -190,6 +190,22 @@ def timed(fn: Callable[[], object], n: int) -> float:
     return time.perf_counter() - started
 
 
+def profile(label: str, handler: WSGIHandler, batch: list[Any]) -> None:
+    """Print the functions that take the most of one round's time, per request."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(serve, handler, batch)
+    stats = pstats.Stats(profiler)
+    rows = sorted(stats.stats.items(), key=lambda item: -item[1][2])[:15]  # type: ignore[attr-defined]
+    n = len(batch)
+    print(f"  {label}: own time per request (cProfile, which inflates small calls)")
+    for (filename, line, name), (_, calls, own, _cumulative, _) in rows:
+        where = filename.split("site-packages/")[-1].split("/work/")[-1]
+        print(f"    {own / n * 1e6:6.1f} us  {calls / n:4.1f}x  {name}  ({where}:{line})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500)
@@ -198,6 +214,7 @@ def main() -> None:
     parser.add_argument("--oidc", action="store_true", help="require an OIDC token too")
     parser.add_argument("--results", action="store_true", help="keep stored results (SQLite)")
     parser.add_argument("--conn-max-age", type=int, default=60, help="with --results")
+    parser.add_argument("--profile", action="store_true", help="print where the time goes")
     options = parser.parse_args()
     handler = WSGIHandler()
     ours, plain = requests_for(options.requests)
@@ -224,6 +241,9 @@ def main() -> None:
     print(f"  cloudtask view : {ours_t / n * 1e6:8.1f} us/request")
     print(f"  bare json view : {bare_t / n * 1e6:8.1f} us/request")
     print(f"  ratio ours/bare: {statistics.median(ratios):.3f}   (target <= {target})")
+    if options.profile:
+        for label, batch in (("cloudtask view", ours), ("bare json view", plain)):
+            profile(label, handler, batch)
 
     with capture_tasks() as captured:
         push_t = statistics.median(

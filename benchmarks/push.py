@@ -7,7 +7,8 @@ Run: .venv/bin/python benchmarks/push.py [--pushes N] [--batch N] [--latency-ms 
     do): ours / raw is what envelope, signature, naming, checks and signals add.
 (b) ``push_many`` of a batch vs the same calls pushed one by one, with a simulated API round
     trip of --latency-ms (the in-process emulator answers in about a millisecond; Cloud Tasks
-    across a network does not), and again with no added latency.
+    across a network does not), and again with no added latency; then one round of each at
+    5, 20 and 50 ms, the curve.
 (c) The peers' "new client per push" vs our shared client, on the same emulator.
 (d) N ``push_http`` of a JSON payload vs N raw ``client.create_task`` calls of the same HTTP
     request over one shared client: what the argument checks and the push path add.
@@ -225,6 +226,19 @@ def batch(size: int, latency: float, rounds: int) -> None:
     EMULATOR.set_latency(0.0)
 
 
+def curve(size: int, latencies: list[float]) -> None:
+    """One round of each side at each round trip (after batch() warmed everything up)."""
+    calls = [add(**ARGS) for _ in range(size)]
+    points = []
+    for latency in latencies:
+        EMULATOR.set_latency(latency)
+        together = timed(lambda: push_many(calls))
+        one_by_one = timed(lambda: [call.delay() for call in calls])
+        points.append(f"{latency * 1000:g} ms {one_by_one / together:.1f}x")
+    EMULATOR.set_latency(0.0)
+    print(f"(b) push_many speed-up over a loop, {size} calls, one round each: " + ", ".join(points))
+
+
 def client_reuse(pushes: int, rounds: int) -> None:
     def ours() -> None:
         for _ in range(pushes):
@@ -290,6 +304,7 @@ def main() -> None:
         overhead(max(1, args.pushes // 5), args.rounds * 3)
         batch(args.batch, args.latency_ms / 1000, max(1, args.rounds // 2))
         batch(args.batch, 0.0, args.rounds)
+        curve(args.batch, [0.005, 0.020, 0.050])
         client_reuse(max(1, args.pushes // 5), args.rounds)
         http_tasks(max(1, args.pushes // 5), args.rounds * 3)
     finally:
