@@ -196,9 +196,9 @@ def _lease(ids: list[int], token: str, now: datetime, worker: str) -> list[Local
     if not ids:
         return []
     moment = when(now)
-    params = [RUNNING, token, worker, when(now + LEASE_GRACE), moment, moment]
-    # run_task forces one attempt; a retry after it waits for the queue as usual.
-    params = [*params, False, *due_params(now), *ids]
+    # The last False: run_task forces one attempt; a retry after it waits for the queue.
+    params = [RUNNING, token, worker, when(now + LEASE_GRACE), moment, moment, False]
+    params += [*due_params(now), *ids]
     lease = sql("lease", ids=placeholders(len(ids)))
     if returns_rows():
         rows = list(LocalTask.objects.raw(f"{lease} RETURNING *", params))
