@@ -120,12 +120,16 @@ def returns_rows() -> bool:
     )
 
 
-@lru_cache(maxsize=8)
 def update_statement(names: tuple[str, ...]) -> str:
     """Return the UPDATE of the fields ``names`` of one task whose lease is still the same.
 
     Its parameters: the values of ``names``, then the task's id and lease token.
     """
+    return _update_statement(connection.vendor, names)
+
+
+@lru_cache(maxsize=8)
+def _update_statement(vendor: str, names: tuple[str, ...]) -> str:
     t = _columns(LocalTask)
     assignments = ", ".join(f"{getattr(t, name)} = %s" for name in names)
     return (
@@ -147,17 +151,18 @@ def record_batch(
             list(column)
             for column in zip(*((pk, token, *values) for pk, token, values in rows), strict=True)
         ]
-        return _record_statement(names, 0), columns
+        return _record_statement(connection.vendor, names, 0), columns
     params = [value for pk, token, values in rows for value in (pk, token, *values)]
-    return _record_statement(names, len(rows)), params
+    return _record_statement(connection.vendor, names, len(rows)), params
 
 
+# Cached by vendor too: quoting and the statement's form are the database's.
 @lru_cache(maxsize=64)
-def _record_statement(names: tuple[str, ...], count: int) -> str:
+def _record_statement(vendor: str, names: tuple[str, ...], count: int) -> str:
     ops = connection.ops
     t = _columns(LocalTask)
     given = ["k", "lease", *(f"v_{name}" for name in names)]
-    if connection.vendor == "postgresql":
+    if vendor == "postgresql":
         types = ["bigint", "text"] + [
             str(LocalTask._meta.get_field(name).db_type(connection)) for name in names
         ]
