@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/push.py
 	$(BIN)/python benchmarks/workflows.py
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/django_tasks.py
 	$(BIN)/python benchmarks/local.py
 	# On PostgreSQL (Debian's packages), with 1 and 4 workers per side.
 	if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \

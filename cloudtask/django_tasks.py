@@ -35,7 +35,9 @@ from typing import Any
 
 from django.core.checks import CheckMessage, Error
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.db import DatabaseError, connection, transaction
+from django.dispatch import receiver
 from django.utils import timezone
 
 from . import conf, envelope, failures, options
@@ -238,19 +240,24 @@ class CloudTaskBackend(BaseTaskBackend):  # type: ignore[misc]
         ``run_after`` may be a ``timedelta``, counted from each enqueue. A task object this
         backend validated already (tasks are immutable) is not checked again.
         """
-        validated: dict[int, Any] = self.__dict__.setdefault("_validated", {})
-        if validated.get(id(task)) is task:
-            return
+        self._pusher(task)
+
+    def _pusher(self, task: Any) -> Adapter:
+        """Validate ``task`` once, and return the registered runner its calls are pushed as."""
+        validated: dict[int, tuple[Any, Adapter]] = self.__dict__.setdefault("_validated", {})
+        known = validated.get(id(task))
+        if known is not None and known[0] is task:  # the object itself: ids are reused
+            return known[1]
         if isinstance(task.run_after, timedelta):
             _check_delay(task.run_after)
             super().validate_task(dataclasses.replace(task, run_after=None))
         else:
             super().validate_task(task)
-        self.cloud_queue(task.queue_name)
-        self.adapter(task)
+        pusher = self.variant(task)
         if len(validated) >= VALIDATED_KEPT:
             validated.clear()  # using() makes new task objects: keep the memory bounded
-        validated[id(task)] = task  # the object itself, so a reused id never matches
+        validated[id(task)] = (task, pusher)
+        return pusher
 
     def adapter(self, task: Any) -> Adapter:
         """Return the registered cloudtask task that runs ``task``, registering it once."""
@@ -295,7 +302,7 @@ class CloudTaskBackend(BaseTaskBackend):  # type: ignore[misc]
     def enqueue(self, task: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> TaskResult:
         """Push one call of ``task``; return its result (READY, or final on ImmediateBackend)."""
         conf.require_installed()  # before the models: say "add cloudtask to INSTALLED_APPS"
-        self.validate_task(task)
+        pusher = self._pusher(task)
         eta = _schedule_time(task.run_after)
         try:
             # Django's JSON normalisation (in TaskResult), then cloudtask's binding, JSON and
@@ -305,7 +312,7 @@ class CloudTaskBackend(BaseTaskBackend):  # type: ignore[misc]
             )
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{task.module_path}(): arguments are not JSON ({exc}).") from None
-        call = self.variant(task)(*result.args, **result.kwargs)
+        call = pusher(*result.args, **result.kwargs)
         if self.settings["RESULTS"] is True:
             try:
                 _store(result, queue=call.task.queue or "", pending=True)
@@ -379,14 +386,28 @@ class _Pending:
 _running: dict[str, _Pending] = {}
 
 
+#: The backend configured under each alias, as ``task.get_backend()`` gives it, for deliveries.
+_configured: dict[str, Any] = {}
+
+
+@receiver(setting_changed)
+def _forget_backends(*, setting: str, **kwargs: Any) -> None:
+    if setting == "TASKS":  # Django builds its backends again too
+        _configured.clear()
+
+
 def _runner(backend: CloudTaskBackend, task: Any) -> Callable[..., Any]:
     """Build the function the registry runs for ``task``: its signature, minus ``context``."""
 
+    name = task.module_path
+
     def run(request: CloudTaskRequest, /, *args: Any, **kwargs: Any) -> Any:
-        adapter = registry.get(task.module_path)
+        adapter = registry.get(name)
         # The backend configured now under the task's alias (settings may have changed since
         # the task was decorated); the one that registered it if that is another kind.
-        current = task.get_backend()
+        current = _configured.get(task.backend)
+        if current is None:
+            current = _configured[task.backend] = task.get_backend()
         runner = current if isinstance(current, CloudTaskBackend) else backend
         return _run(runner, task, adapter, request, list(args), kwargs)
 
@@ -415,16 +436,14 @@ def _run(
     else:
         result = _result_for(backend, task, request, args, kwargs)
     now = timezone.now()
-    earlier = list(result.worker_ids)[: request.retry_count]
     # One worker id per delivery: Django's attempt count is Cloud Tasks' delivery count.
+    earlier = list(result.worker_ids)[: request.retry_count]
     worker_ids = [*earlier, *[""] * (request.retry_count - len(earlier)), WORKER_ID]
-    _set(
-        result,
-        status=TaskResultStatus.RUNNING,
-        started_at=result.started_at or now,
-        last_attempted_at=now,
-        worker_ids=worker_ids,
-    )
+    put = object.__setattr__  # the result is frozen, as Django builds it
+    put(result, "status", TaskResultStatus.RUNNING)
+    put(result, "started_at", result.started_at or now)
+    put(result, "last_attempted_at", now)
+    put(result, "worker_ids", worker_ids)
     if keep:
         _store(result)
     task_started.send(type(backend), task_result=result)
@@ -453,8 +472,9 @@ def _run(
         # A return value that is not JSON fails on every attempt: it is final.
         _failed(backend, result, exc, final=True)
         raise Reject(f"{task.module_path} returned a value that is not JSON: {exc}") from exc
-    _set(result, status=TaskResultStatus.SUCCESSFUL, finished_at=timezone.now())
-    object.__setattr__(result, "_return_value", value)
+    put(result, "status", TaskResultStatus.SUCCESSFUL)
+    put(result, "finished_at", timezone.now())
+    put(result, "_return_value", value)
     if keep:
         _store(result)
     task_finished.send(type(backend), task_result=result)

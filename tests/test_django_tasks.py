@@ -461,3 +461,6 @@ def test_a_delivery_follows_the_backend_configured_now() -> None:
         result = dj_tasks.add.enqueue(1)
         assert result.status == TaskResultStatus.SUCCESSFUL
     assert not Row.objects.filter(call_id=result.id).exists()
+    # Back to the project's TASKS, which keeps results: deliveries follow it again.
+    again = dj_tasks.add.enqueue(1)
+    assert Row.objects.get(call_id=again.id).status == "succeeded"
