@@ -78,6 +78,9 @@ def _body_limit() -> tuple[int, str]:
 def _respond(outcome: executor.Outcome) -> HttpResponse:
     response = HttpResponse(outcome.content, status=outcome.status, content_type="application/json")
     response[envelope.OUTCOME_HEADER] = outcome.outcome
+    # Without a length, runserver (wsgiref) closes the connection after every answer, and
+    # the local worker opens a new one, and runserver a new thread, for each delivery.
+    response["Content-Length"] = str(len(outcome.content))
     # The executor already logged this delivery with its reason; Django need not log it again.
     response._has_been_logged = True  # type: ignore[attr-defined]
     return response

@@ -51,6 +51,18 @@ def test_every_answer_names_its_outcome_in_a_header(
     assert response["X-CloudTask-Outcome"] == response.json()["status"] == outcome
 
 
+@override_settings(MIDDLEWARE=[])  # no CommonMiddleware to add the length
+@pytest.mark.parametrize(
+    ("body", "signature", "method"),
+    [(envelope(), "auto", "POST"), (envelope(), "v1=" + "0" * 64, "POST"), (b"", "", "GET")],
+)
+def test_every_answer_says_its_length(body: bytes, signature: str, method: str) -> None:
+    # Without it a server such as runserver closes the connection after the answer, and a
+    # client that keeps connections alive (the local worker) must open a new one each time.
+    response = post(body, signature=signature, method=method)
+    assert response["Content-Length"] == str(len(response.content))
+
+
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
 def test_other_methods_get_405(method: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="cloudtask"):

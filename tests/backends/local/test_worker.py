@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from http.client import HTTPConnection
 from typing import Any
 
 import pytest
@@ -387,8 +389,6 @@ def test_rate_limit_in_real_time(scripted: ScriptedServer) -> None:
 
 def test_a_kept_alive_connection_closed_by_the_server_is_reopened(db: None) -> None:
     """The server answers HTTP/1.1 keep-alive, then silently drops the idle connection."""
-    import socket
-
     listener = socket.create_server(("127.0.0.1", 0))
     connections: list[int] = []
 
@@ -421,6 +421,41 @@ def test_a_kept_alive_connection_closed_by_the_server_is_reopened(db: None) -> N
     assert [row(h.name).status for h in (first, second)] == ["succeeded", "succeeded"]
     assert row(second.name).dispatch_count == 1
     assert len(connections) == 2
+
+
+@pytest.mark.skipif(
+    not hasattr(socket, "TCP_QUICKACK"), reason="without TCP_QUICKACK each delivery connects anew"
+)
+def test_deliveries_to_django_s_own_server_share_one_connection(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # live_server is the threaded WSGI server runserver runs: it keeps a connection open
+    # when the answer says its length, and writes the answer's headers and body apart.
+    opened: list[str] = []
+    connect = HTTPConnection.connect
+
+    def counted(self: HTTPConnection) -> None:
+        opened.append(self.host)
+        connect(self)
+
+    # Each answer is acknowledged at once: Linux would otherwise delay the acknowledgement
+    # of the headers by about 40 ms on a kept-alive connection, and the body with it.
+    quick_acks: list[int] = []
+    setsockopt = socket.socket.setsockopt
+
+    def spied(self: socket.socket, level: int, option: int, value: Any) -> None:
+        if (level, option) == (socket.IPPROTO_TCP, socket.TCP_QUICKACK):
+            quick_acks.append(value)
+        setsockopt(self, level, option, value)
+
+    monkeypatch.setattr(HTTPConnection, "connect", counted)
+    monkeypatch.setattr(socket.socket, "setsockopt", spied)
+    handles = [tasks.add(a=n, b=1).delay() for n in range(3)]
+    worker = Worker(concurrency=1)
+    drain(worker)
+    assert [row(h.name).status for h in handles] == ["succeeded"] * 3
+    assert len(opened) == 1
+    assert quick_acks == [1, 1, 1]
 
 
 def test_lease_running_out_on_the_last_attempt_fails_the_task(scripted: ScriptedServer) -> None:
