@@ -61,6 +61,7 @@ from django.utils import timezone  # noqa: E402
 
 from cloudtask import CloudTaskRequest, task  # noqa: E402
 from cloudtask.django_tasks import (  # noqa: E402
+    CloudTaskBackend,
     TaskResult,
     TaskResultStatus,
     normalize_json,
@@ -120,11 +121,11 @@ def django_delivery_share() -> None:
     put(result, "started_at", started)
     put(result, "last_attempted_at", started)
     result.worker_ids.append("worker")
-    task_started.send(type(result), task_result=result)
+    task_started.send(CloudTaskBackend, task_result=result)
     put(result, "_return_value", normalize_json(send.call(1, 2, TEXT)))
     put(result, "finished_at", timezone.now())
     put(result, "status", TaskResultStatus.SUCCESSFUL)
-    task_finished.send(type(result), task_result=result)
+    task_finished.send(CloudTaskBackend, task_result=result)
 
 
 def timed(fn: Callable[[], object], n: int) -> float:
