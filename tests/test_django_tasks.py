@@ -119,6 +119,15 @@ def test_enqueue_runs_at_once_on_immediate_and_the_result_is_stored(
     )
 
 
+def test_a_task_whose_runner_left_the_registry_is_registered_again() -> None:
+    # As when a test's registry.isolated() block registered it first and has ended.
+    with registry.isolated():
+        assert dj_tasks.add.enqueue(1, b=1).return_value == 2
+        registry.unregister(dj_tasks.add.module_path)
+        assert dj_tasks.add.enqueue(2, b=2).return_value == 4
+        assert dj_tasks.add.module_path in registry
+
+
 def test_a_failure_on_immediate_is_a_failed_result_not_an_exception() -> None:
     result = dj_tasks.fails.enqueue()
     assert result.status == TaskResultStatus.FAILED
