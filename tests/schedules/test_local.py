@@ -126,10 +126,14 @@ def test_a_push_that_fails_for_good_skips_the_run_and_keeps_the_cron(
 
 def test_the_worker_fires_due_schedules_and_delivers_them_over_http() -> None:
     server = ScriptedServer()
-    clock = [datetime(2026, 12, 3, 3, 0, 5, tzinfo=UTC)]
+    # The run fell due a moment ago, and the worker's clock is a little ahead of the real one,
+    # which the pushed task's schedule time comes from: the task is due to the worker too.
+    due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    clock = [due + timedelta(seconds=10)]
     try:
         with settings(server.url), freeze_time("2026-12-02 12:00:00"):
             local.sync()
+        Row.objects.update(next_run=due)
         with settings(server.url):
             worker = Worker(clock=lambda: clock[0], tick=local.Firing(), poll_interval=0.05)
             drain(worker)
@@ -139,7 +143,7 @@ def test_the_worker_fires_due_schedules_and_delivers_them_over_http() -> None:
     body = json.loads(request["body"])
     assert (body["task"], body["id"], body["kwargs"]) == (
         "tests.tasks.periodic_report",
-        "nightly.20261203T030000Z",
+        f"nightly.{due:%Y%m%dT%H%M%SZ}",
         {"full": True},
     )
 
