@@ -401,17 +401,14 @@ def _forget_backends(*, setting: str, **kwargs: Any) -> None:
 def _runner(backend: CloudTaskBackend, task: Any) -> Callable[..., Any]:
     """Build the function the registry runs for ``task``: its signature, minus ``context``."""
 
-    name = task.module_path
-
     def run(request: CloudTaskRequest, /, *args: Any, **kwargs: Any) -> Any:
-        adapter = registry.get(name)
         # The backend configured now under the task's alias (settings may have changed since
         # the task was decorated); the one that registered it if that is another kind.
         current = _configured.get(task.backend)
         if current is None:
             current = _configured[task.backend] = task.get_backend()
         runner = current if isinstance(current, CloudTaskBackend) else backend
-        return _run(runner, task, adapter, request, list(args), kwargs)
+        return _run(runner, task, request, list(args), kwargs)
 
     signature = inspect.signature(task.func)
     parameters = list(signature.parameters.values())[1 if task.takes_context else 0 :]
@@ -425,7 +422,6 @@ def _runner(backend: CloudTaskBackend, task: Any) -> Callable[..., Any]:
 def _run(
     backend: CloudTaskBackend,
     task: Any,
-    adapter: Any,
     request: CloudTaskRequest,
     args: list[Any],
     kwargs: dict[str, Any],
@@ -439,7 +435,7 @@ def _run(
         result = _result_for(backend, task, request, args, kwargs)
     now = timezone.now()
     # One worker id per delivery: Django's attempt count is Cloud Tasks' delivery count.
-    earlier = list(result.worker_ids)[: request.retry_count]
+    earlier = result.worker_ids[: request.retry_count]
     worker_ids = [*earlier, *[""] * (request.retry_count - len(earlier)), WORKER_ID]
     put = object.__setattr__  # the result is frozen, as Django builds it
     put(result, "status", TaskResultStatus.RUNNING)
@@ -462,7 +458,7 @@ def _run(
         final = (
             not isinstance(exc, Exception)
             or request.http_request is None
-            or failures.judge(adapter, request, exc).action == "failed"
+            or failures.judge(registry.get(task.module_path), request, exc).action == "failed"
         )
         _failed(backend, result, exc, final)
         if isinstance(exc, Exception):
