@@ -74,6 +74,7 @@ def _name_in(package: str, module: str, name: str) -> Any:
 FRAMEWORK, _load = _framework()
 BaseTaskBackend: Any = _load(".backends.base", "BaseTaskBackend")
 DjangoTask: Any = _load(".base", "Task")
+DEFAULT_TASK_PRIORITY: int = _load(".base", "DEFAULT_TASK_PRIORITY")
 TaskContext: Any = _load(".base", "TaskContext")
 TaskError: Any = _load(".base", "TaskError")
 TaskResult: Any = _load(".base", "TaskResult")
@@ -250,6 +251,7 @@ class CloudTaskBackend(BaseTaskBackend):  # type: ignore[misc]
         # registry.isolated() block may have taken its runner out since.
         if known is not None and known[0] is task and known[1].name in registry:
             return known[1]
+        self._refuse_what_cloud_tasks_lacks(task)
         if isinstance(task.run_after, timedelta):
             _check_delay(task.run_after)
             super().validate_task(dataclasses.replace(task, run_after=None))
@@ -260,6 +262,20 @@ class CloudTaskBackend(BaseTaskBackend):  # type: ignore[misc]
             validated.clear()  # using() makes new task objects: keep the memory bounded
         validated[id(task)] = (task, pusher)
         return pusher
+
+    def _refuse_what_cloud_tasks_lacks(self, task: Any) -> None:
+        """Django's refusals of a priority and of an unlisted queue, each saying how to fix it."""
+        if task.priority != DEFAULT_TASK_PRIORITY:
+            raise InvalidTask(
+                "Backend does not support setting priority of tasks. Cloud Tasks has no "
+                "priorities: leave priority at 0, and give urgent tasks a queue of their own."
+            )
+        if self.queues and task.queue_name not in self.queues:
+            listed = ", ".join(repr(name) for name in sorted(self.queues))
+            raise InvalidTask(
+                f"Queue '{task.queue_name}' is not valid for backend. TASKS[{self.alias!r}]"
+                f"['QUEUES'] lists {listed}: add the queue there, or use one of those."
+            )
 
     def adapter(self, task: Any) -> Adapter:
         """Return the registered cloudtask task that runs ``task``, registering it once."""

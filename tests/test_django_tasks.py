@@ -281,10 +281,11 @@ def test_arguments_are_checked_before_anything_is_pushed() -> None:
 
 
 def test_what_cloud_tasks_cannot_do_is_refused() -> None:
-    with pytest.raises(InvalidTask, match="priority"):
+    with pytest.raises(InvalidTask, match=r"priority of tasks\. Cloud Tasks has no priorities"):
         dj_tasks.add.using(priority=10)
-    with pytest.raises(InvalidTask, match="Queue 'other' is not valid"):
+    with pytest.raises(InvalidTask, match="Queue 'other' is not valid") as refused:
         dj_tasks.add.using(queue_name="other")
+    assert "['QUEUES'] lists 'Mail Queue', 'default', 'emails': add" in str(refused.value)
 
     def nested() -> None:
         pass
