@@ -191,7 +191,7 @@ def serve(handler: WSGIHandler, batch: list[tuple[dict[str, Any], bytes]]) -> fl
 
 
 def report(name: str, n: int, sides: dict[str, list[float]]) -> None:
-    """Print each side's median cost, then the ratios of the medians of each round's pairs."""
+    """Print each side's median cost, then the median of each round's ratio of two sides."""
     for label, seconds in sides.items():
         print(f"  {label:24s}: {statistics.median(seconds) / n * 1e6:7.1f} us")
     ours, theirs, floor = sides.values()
