@@ -64,8 +64,14 @@ def test_push_to_a_new_queue_creates_it_and_delivers(
 def test_tampered_request_is_refused_by_the_view(emulator: Emulator, task_endpoint: str) -> None:
     # Signed for another secret: the emulator delivers it, the view answers 403, nothing runs.
     other = {"SECRET": "another-secret-that-is-long-enough-0123456789"}
-    with override_settings(CLOUDTASK=emulator.settings(URL=task_endpoint, **other)):
-        tasks.noop.using(queue="emails")().delay()
+    # The live server's thread reads the settings of the moment: the queue holds the task
+    # until the server's secret is the project's again, or it would verify under its own.
+    emulator.state.pause_queue(queue_path("emails"))
+    try:
+        with override_settings(CLOUDTASK=emulator.settings(URL=task_endpoint, **other)):
+            tasks.noop.using(queue="emails")().delay()
+    finally:
+        emulator.state.resume_queue(queue_path("emails"))
     with override_settings(CLOUDTASK=emulator.settings(URL=task_endpoint)):
         # A second task pushed afterwards proves the first one had its chance to run.
         tasks.add.using(queue="emails")(a=1, b=1).delay()
